@@ -1,0 +1,41 @@
+# Set-up and entry points. `make smoke` and `make test` create .venv on first use.
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+
+.PHONY: venv smoke test test-slow lint format bench report clean-results
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The main job: the whole paper DAG on the embedded offline data (tiny widths and epochs).
+smoke: $(STAMP)
+	$(BIN)/snakemake --configfile config/smoke.yaml --cores $(CORES) --resources gpu=1
+
+# The test suite (CI runs exactly this).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/snakefmt --check workflow
+
+format: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix . && $(BIN)/snakefmt workflow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+report: $(STAMP)
+	$(BIN)/snakemake --configfile config/smoke.yaml --report report.html
+
+clean-results:
+	rm -rf results checkpoints logs .snakemake mlflow.db

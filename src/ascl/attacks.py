@@ -1,0 +1,78 @@
+"""One generic l∞ PGD (eq. 2) used for every attack of the pipeline.
+
+The attacked loss is any function of the perturbed input; the caller's closure fixes the model,
+its BN branch and the targets, and `pgd` fixes the model's train/eval mode for the duration of the
+attack. Gradients are taken with respect to δ only (torch.autograd.grad), so no parameter gradient
+is ever computed or accumulated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+@contextmanager
+def model_mode(model: nn.Module, train: bool):
+    """Temporarily put `model` in train (True) or eval (False) mode; restores every submodule."""
+    saved = [(m, m.training) for m in model.modules()]
+    model.train(train)
+    try:
+        yield model
+    finally:
+        for module, was_training in saved:
+            module.training = was_training
+
+
+def pgd(
+    loss_fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+    model: nn.Module | None = None,
+    train_mode: bool = False,
+) -> Tensor:
+    """Maximise `loss_fn(x + δ)` over ‖δ‖∞ ≤ eps with x + δ ∈ [0, 1].
+
+    x: (B, ...) clean inputs in [0, 1]; loss_fn maps a perturbed batch of the same shape to a
+    scalar. δ starts uniform in [-eps, eps] (random_start) or at 0 and takes `steps` signed
+    gradient steps of size `alpha`, each followed by projection to the ball and the box. If
+    `model` is given it is held in train or eval mode (train_mode) during the attack. Returns the
+    detached adversarial batch x + δ (same dtype as x). steps = 0 or eps = 0 returns the start.
+    """
+    x = x.detach()
+    if random_start and eps > 0:
+        noise = torch.rand(
+            x.shape,
+            generator=generator,
+            device=generator.device if generator else x.device,
+            dtype=x.dtype,
+        ).to(x.device)
+        delta = (noise * 2 - 1) * eps
+    else:
+        delta = torch.zeros_like(x)
+    delta = (x + delta).clamp(0, 1) - x
+    if steps == 0 or eps == 0:
+        return (x + delta).detach()
+    ctx = model_mode(model, train_mode) if model is not None else _null()
+    with ctx, torch.enable_grad():
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            loss = loss_fn(x + delta)
+            (grad,) = torch.autograd.grad(loss, delta)
+            delta = delta.detach() + alpha * grad.sign()
+            delta = delta.clamp(-eps, eps)
+            delta = (x + delta).clamp(0, 1) - x
+    return (x + delta).detach()
+
+
+@contextmanager
+def _null():
+    yield

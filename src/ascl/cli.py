@@ -1,0 +1,208 @@
+"""Command line: `ascl download|check|pretrain|finetune|evaluate`.
+
+Each job takes params files (merged in order, validated before anything runs) or, from the
+workflow, the resolved settings of exactly that job as JSON (`--settings`), plus explicit input
+and output paths. Errors are one line on stderr and a non-zero exit; outputs are written
+atomically and only when the job succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _settings(args: argparse.Namespace, resolve) -> dict:
+    from ascl.config import ParamsError, load_params
+
+    if args.settings:
+        try:
+            settings = json.loads(args.settings)
+        except json.JSONDecodeError as err:
+            raise ParamsError(f"--settings: not valid JSON ({err.msg})") from None
+        if not isinstance(settings, dict) or "kind" not in settings:
+            raise ParamsError("--settings: expected the JSON object of one job's settings")
+        return settings
+    if not args.params:
+        raise ParamsError("give --params FILE (repeatable) or --settings JSON")
+    return resolve(load_params(*args.params))
+
+
+def _require_file(path: str, what: str) -> None:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+
+
+def _job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--params",
+        action="append",
+        metavar="FILE",
+        help="params file; repeat to merge overrides (later files win)",
+    )
+    p.add_argument("--settings", metavar="JSON", help="resolved settings of this job (workflow)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", required=True, help="prepared data set (.npz)")
+    p.add_argument("--out", required=True, help="output file (written atomically)")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra MLflow tag (repeatable)",
+    )
+
+
+def _tags(args: argparse.Namespace) -> dict[str, str]:
+    from ascl.config import ParamsError
+
+    tags = {}
+    for item in args.tag:
+        if "=" not in item:
+            raise ParamsError(f"--tag {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        tags[key] = value
+    return tags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ascl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("download", help="download (or build, for offline sets) one data set")
+    p.add_argument("name", help="cifar10, cifar100, stl10, cifar10c, digits10, ...")
+    p.add_argument("--out", required=True, help=".npz file (a directory for cifar10c)")
+    p.add_argument("--url", help="mirror URL overriding the official one")
+    p.add_argument("--md5", help="expected md5 (with --url of a different archive)")
+
+    p = sub.add_parser("check", help="validate params files and print the merged result")
+    p.add_argument("params", nargs="+")
+
+    p = sub.add_parser("table", help="aggregate metrics files into one paper table")
+    p.add_argument("--spec", required=True, help="JSON: title, metrics, rows, seeds")
+    p.add_argument("--results", default="results", help="results directory")
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-csv", required=True)
+
+    p = sub.add_parser("pretrain", help="pre-train one method")
+    _job_args(p)
+    p.add_argument("--method", help="key of params.methods (with --params)")
+    p.add_argument("--ckpt-dir", help="checkpoint directory (resumes from it)")
+    p.add_argument("--run-id-out", help="file receiving the MLflow run id")
+
+    p = sub.add_parser("finetune", help="finetune a pre-trained encoder with one strategy")
+    _job_args(p)
+    p.add_argument("--strategy", help="key of params.finetune.strategies (with --params)")
+    p.add_argument("--encoder", required=True, help="pre-training checkpoint")
+    p.add_argument("--ckpt-dir", help="checkpoint directory (resumes from it)")
+    p.add_argument("--parent-run-id", help="MLflow parent run id (default: the encoder's)")
+    p.add_argument("--run-id-out", help="file receiving the MLflow run id")
+
+    p = sub.add_parser("evaluate", help="SA and PGD RA of a finetuned classifier")
+    _job_args(p)
+    p.add_argument("--model", required=True, help="finetuned classifier checkpoint")
+    p.add_argument("--parent-run-id", help="MLflow parent run id (default: the model's)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    from ascl import config
+
+    if args.command == "check":
+        params = config.load_params(*args.params)
+        print(json.dumps(params, indent=2))
+        return
+    if args.command == "download":
+        from ascl.data import prepare_cifar10c, prepare_dataset
+
+        if args.name == "cifar10c":
+            path = prepare_cifar10c(args.out, url=args.url, md5=args.md5)
+        else:
+            path = prepare_dataset(args.name, args.out, url=args.url, md5=args.md5)
+        print(path)
+        return
+    if args.command == "table":
+        from ascl.report import write_table
+
+        try:
+            spec = json.loads(args.spec)
+        except json.JSONDecodeError as err:
+            raise config.ParamsError(f"--spec: not valid JSON ({err.msg})") from None
+        write_table(spec, args.results, args.out_md, args.out_csv)
+        return
+    _require_file(args.data, "data set")
+    if args.command == "pretrain":
+        if args.params and not args.method:
+            raise config.ParamsError("pretrain: --method is required with --params")
+        settings = _settings(args, lambda p: config.pretrain_settings(p, args.method))
+        from ascl.pretrain import run_pretrain
+
+        metrics = run_pretrain(
+            settings,
+            data=args.data,
+            out=args.out,
+            seed=args.seed,
+            ckpt_dir=args.ckpt_dir,
+            run_id_out=args.run_id_out,
+            tags=_tags(args),
+            track=not args.no_track,
+        )
+    elif args.command == "finetune":
+        _require_file(args.encoder, "encoder checkpoint")
+        if args.params and not args.strategy:
+            raise config.ParamsError("finetune: --strategy is required with --params")
+        settings = _settings(args, lambda p: config.finetune_settings(p, args.strategy))
+        from ascl.finetune import run_finetune
+
+        metrics = run_finetune(
+            settings,
+            encoder=args.encoder,
+            data=args.data,
+            out=args.out,
+            seed=args.seed,
+            ckpt_dir=args.ckpt_dir,
+            parent_run_id=args.parent_run_id,
+            run_id_out=args.run_id_out,
+            tags=_tags(args),
+            track=not args.no_track,
+        )
+    else:
+        _require_file(args.model, "model checkpoint")
+        settings = _settings(args, config.evaluate_settings)
+        from ascl.evaluate import run_evaluate
+
+        metrics = run_evaluate(
+            settings,
+            model_path=args.model,
+            data=args.data,
+            out=args.out,
+            seed=args.seed,
+            parent_run_id=args.parent_run_id,
+            tags=_tags(args),
+            track=not args.no_track,
+        )
+    print(json.dumps(metrics, sort_keys=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        print("ascl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line
+        from ascl.errors import is_user_error
+
+        if not is_user_error(err):
+            raise
+        print(f"ascl: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Loading, merging and validating params files; resolving the settings of one job.
+
+A params file (params.yaml, optionally followed by override files such as config/smoke.yaml)
+is merged key by key, validated against `params.schema.yaml` and cross-checked. Every problem
+is reported as one line naming the key. Jobs do not see the whole file: `pretrain_settings`,
+`finetune_settings` and `evaluate_settings` resolve exactly the values one job depends on, which
+is also what the workflow hands to Snakemake's params trigger.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(str(resources.files("ascl") / "params.schema.yaml"))
+
+
+class ParamsError(ValueError):
+    """A params file is malformed; the message is one line naming the key."""
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Safe-load one YAML file; a missing or unparsable file is a one-line ParamsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}") from None
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Recursive dict update: override's leaves replace base's; returns a new dict."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_params(*paths: str | Path) -> dict:
+    """Merge the given params files in order and validate the result."""
+    if not paths:
+        raise ParamsError("no params file given")
+    merged: dict = {}
+    for path in paths:
+        data = read_yaml(path)
+        if not isinstance(data, dict):
+            raise ParamsError(f"{path}: top level must be a mapping")
+        merged = deep_merge(merged, data)
+    validate_params(merged)
+    return merged
+
+
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _key_path(error) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def validate_params(params: dict) -> None:
+    """Schema validation plus cross-references; raises ParamsError naming the first bad key."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        err = errors[0]
+        if err.validator == "additionalProperties":
+            unknown = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            raise ParamsError(
+                f"params: unknown key {'.'.join([_key_path(err), unknown[0]])!r}".replace(
+                    "'<top level>.", "'"
+                )
+            )
+        if err.validator == "required":
+            raise ParamsError(f"params: {_key_path(err)}: {err.message}")
+        raise ParamsError(f"params: {_key_path(err)}: {err.message}")
+    _check_references(params)
+
+
+def _check_references(params: dict) -> None:
+    ft = params["finetune"]
+    if ft["default_strategy"] not in ft["strategies"]:
+        raise ParamsError(
+            f"params: finetune.default_strategy: unknown strategy {ft['default_strategy']!r} "
+            f"(known: {', '.join(ft['strategies'])})"
+        )
+    for name, method in params["methods"].items():
+        if method["objective"] == "ascl":
+            weights = [method.get(k, 0.0) for k in ("lambda_at", "lambda_cl", "lambda_ascl")]
+            if sum(weights) <= 0:
+                raise ParamsError(f"params: methods.{name}: all loss weights are zero")
+    for table, spec in params["paper"].items():
+        for row, ref in spec["rows"].items():
+            where = f"params: paper.{table}.rows.{row!r}"
+            if ref["method"] not in params["methods"]:
+                raise ParamsError(f"{where}.method: unknown method {ref['method']!r} "
+                                  f"(known: {', '.join(params['methods'])})")
+            if ref["strategy"] not in ft["strategies"]:
+                raise ParamsError(f"{where}.strategy: unknown strategy {ref['strategy']!r} "
+                                  f"(known: {', '.join(ft['strategies'])})")
+            target = ref.get("target", "source")
+            if target != "source" and target not in params["data"]["transfer"]:
+                raise ParamsError(f"{where}.target: no data set for role {target!r} in "
+                                  "data.transfer")
+    milestones = params["pretrain"]["lr_milestones"]
+    if milestones != sorted(milestones):
+        raise ParamsError("params: pretrain.lr_milestones: must be increasing")
+
+
+def _method_pretrain(params: dict, method: str) -> dict:
+    if method not in params["methods"]:
+        raise ParamsError(
+            f"params: methods: unknown method {method!r} (known: {', '.join(params['methods'])})"
+        )
+    spec = params["methods"][method]
+    return deep_merge(params["pretrain"], spec.get("pretrain", {}))
+
+
+def pretrain_settings(params: dict, method: str) -> dict:
+    """Everything one pre-training job depends on (JSON-serialisable)."""
+    train = _method_pretrain(params, method)
+    spec = {k: v for k, v in params["methods"][method].items() if k != "pretrain"}
+    return {
+        "kind": "pretrain",
+        "method": method,
+        "objective": spec,
+        "train": train,
+        "model": {k: params["model"][k] for k in ("width", "proj_hidden", "proj_dim")}
+        | {"bn": spec.get("bn", "separated")},
+        "augment": params["augment"],
+        "data": _data_caps(params),
+        "device": params["device"],
+    }
+
+
+def finetune_settings(params: dict, strategy: str) -> dict:
+    """Everything one finetuning job depends on (JSON-serialisable)."""
+    ft = params["finetune"]
+    if strategy not in ft["strategies"]:
+        raise ParamsError(
+            f"params: finetune.strategies: unknown strategy {strategy!r} "
+            f"(known: {', '.join(ft['strategies'])})"
+        )
+    return {
+        "kind": "finetune",
+        "strategy": strategy,
+        **ft["strategies"][strategy],
+        "batch_size": ft["batch_size"],
+        "momentum": ft["momentum"],
+        "weight_decay": ft["weight_decay"],
+        "trades_beta": ft["trades_beta"],
+        "attack": ft["attack"],
+        "eval_branch": params["model"]["eval_branch"],
+        "augment": params["augment"],
+        "data": _data_caps(params),
+        "device": params["device"],
+    }
+
+
+def evaluate_settings(params: dict) -> dict:
+    """Everything one PGD evaluation job depends on (JSON-serialisable)."""
+    return {
+        "kind": "evaluate",
+        **params["evaluate"],
+        "data": _data_caps(params),
+        "device": params["device"],
+    }
+
+
+def _data_caps(params: dict) -> dict:
+    data = params["data"]
+    return {"max_train": data.get("max_train"), "max_test": data.get("max_test")}
+
+
+def settings_json(settings: dict) -> str:
+    """Canonical JSON of a settings dict (sorted keys), used on command lines and for hashing."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+
+
+def target_dataset(params: dict, target: str) -> str:
+    """Data set name of a target role: 'source' or a key of data.transfer."""
+    if target == "source":
+        return params["data"]["source"]
+    return params["data"]["transfer"][target]
+
+
+def finetune_jobs(params: dict) -> list[tuple[str, str, str]]:
+    """Sorted unique (method, strategy, target) triples the paper's tables need."""
+    jobs = {
+        (ref["method"], ref["strategy"], ref.get("target", "source"))
+        for spec in params["paper"].values()
+        for ref in spec["rows"].values()
+    }
+    return sorted(jobs)
+
+
+def pretrain_methods(params: dict) -> list[str]:
+    """Methods whose encoders the paper's tables need."""
+    return sorted({method for method, _, _ in finetune_jobs(params)})

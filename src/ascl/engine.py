@@ -1,0 +1,191 @@
+"""The one training loop shared by pre-training and finetuning.
+
+Data live on the training device as uint8 tensors; each epoch draws a permutation from an
+explicit CPU generator, each step turns a batch into floats in [0, 1] and hands it to a `step`
+function that returns named loss terms (the total under "loss"). The loop owns the optimiser,
+the piecewise learning-rate schedule, per-epoch atomic checkpoints (model, optimiser, schedule,
+epoch and generator state, so that a resumed run ends bit-identical to an uninterrupted one on
+CPU), progress bars, tracking and the non-finite-loss guard.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ascl import checkpoint
+from ascl.tracking import Run
+
+StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; training stops without writing outputs."""
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """'auto' -> the first visible CUDA device if any (CUDA_VISIBLE_DEVICES applies), else CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} requested but CUDA is not available")
+    return device
+
+
+def to_float(x_uint8: Tensor) -> Tensor:
+    """uint8 images (B, 3, H, W) -> float32 in [0, 1]."""
+    return x_uint8.float().div_(255.0)
+
+
+def subset(x: Tensor, y: Tensor, cap: int | None, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The first `cap` samples of a fixed seeded permutation (all when cap is None)."""
+    if cap is None or cap >= len(x):
+        return x, y
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x), generator=g)[:cap].sort().values
+    return x[idx], y[idx]
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    """Index batches of one shuffled epoch; the last partial batch is dropped unless it is the
+    only one (contrastive losses want full batches)."""
+    perm = torch.randperm(n, generator=generator)
+    if n <= batch_size:
+        return [perm]
+    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def milestone_epochs(epochs: int, fractions: list[float]) -> list[int]:
+    """Epochs at which the lr decays: round(f * epochs) for each fraction f."""
+    return [max(1, round(f * epochs)) for f in fractions]
+
+
+def fit(
+    *,
+    model: nn.Module,
+    parameters: list[nn.Parameter],
+    step: StepFn,
+    x_train: Tensor,
+    y_train: Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    lr_milestones: list[float],
+    lr_gamma: float,
+    generator: torch.Generator,
+    ckpt_dir: str | Path | None,
+    run: Run,
+    set_train_mode: Callable[[], None] | None = None,
+    desc: str = "train",
+    stop_after_epoch: int | None = None,
+) -> dict[str, float]:
+    """Train `parameters` of `model` with SGD; returns the last epoch's mean loss terms.
+
+    x_train: (N, 3, H, W) uint8 on the device; y_train: (N,) int64 on the device. Resumes from the
+    newest readable checkpoint in ckpt_dir. `stop_after_epoch` ends the call early (tests).
+    """
+    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestone_epochs(epochs, lr_milestones), gamma=lr_gamma
+    )
+    start_epoch = 0
+    if ckpt_dir is not None:
+        state = checkpoint.load_latest(ckpt_dir, map_location=x_train.device)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"].cpu())
+            start_epoch = state["epoch"]
+            print(f"[{desc}] resumed from epoch {start_epoch}", file=sys.stderr)
+    means: dict[str, float] = {}
+    for epoch in range(start_epoch, epochs):
+        (set_train_mode or model.train)()
+        means = _run_epoch(
+            step,
+            x_train,
+            y_train,
+            batch_size,
+            generator,
+            optimizer,
+            desc=f"{desc} {epoch + 1}/{epochs}",
+        )
+        means["lr"] = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        run.log_metrics({f"train/{k}": v for k, v in means.items()}, step=epoch + 1)
+        if ckpt_dir is not None:
+            checkpoint.save_epoch(
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                },
+                ckpt_dir,
+                epoch + 1,
+            )
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    return means
+
+
+def _run_epoch(
+    step: StepFn,
+    x_train: Tensor,
+    y_train: Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    desc: str,
+) -> dict[str, float]:
+    from tqdm import tqdm
+
+    batches = epoch_batches(len(x_train), batch_size, generator)
+    sums: dict[str, float] = {}
+    seen = 0
+    t0 = time.perf_counter()
+    bar = tqdm(
+        batches,
+        desc=desc,
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        disable=os.environ.get("ASCL_PROGRESS", "1") == "0",
+    )
+    for idx in bar:
+        idx = idx.to(x_train.device)
+        x = to_float(x_train[idx])
+        y = y_train[idx]
+        terms = step(x, y, generator)
+        loss = terms["loss"]
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite loss term(s) {', '.join(bad)} at {desc}, batch {seen // batch_size}"
+                f" ({values}); lower the learning rate or check the data"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(idx)
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v * len(idx)
+        rate = seen / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"img/s": f"{rate:.0f}"})
+    bar.close()
+    means = {k: v / max(seen, 1) for k, v in sums.items()}
+    means["images_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
+    return means

@@ -1,0 +1,18 @@
+"""Which exceptions are the user's to fix (reported as one line) rather than bugs (traceback)."""
+
+from __future__ import annotations
+
+
+def is_user_error(err: BaseException) -> bool:
+    from ascl.checkpoint import CheckpointError
+    from ascl.config import ParamsError
+    from ascl.engine import NonFiniteLossError
+
+    user = (ParamsError, FileNotFoundError, CheckpointError, NonFiniteLossError)
+    try:
+        from ascl.data import DownloadError
+
+        user = (*user, DownloadError)
+    except ImportError:
+        pass
+    return isinstance(err, user)

@@ -1,0 +1,174 @@
+"""Finetuning job: a pre-trained encoder, a zero-initialised linear head, one strategy.
+
+Strategies (Table 7): `params` linear (encoder frozen: eval mode, no gradients — the stop-gradient
+of the linear evaluation protocol) or full (everything trained, encoder in train mode); `loss` ce
+(standard finetuning on the weak view) or trades (adversarial finetuning: CE on the natural input
+plus β·KL to an adversarial input that maximises the KL, crafted with the model in eval mode).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ascl import checkpoint
+from ascl.attacks import pgd
+from ascl.augment import AugmentConfig, weak_view
+from ascl.data import load_dataset
+from ascl.engine import fit, resolve_device, subset
+from ascl.losses import trades_kl, trades_loss
+from ascl.models import Classifier, ResNet18Encoder
+from ascl.objectives import AttackConfig
+from ascl.pretrain import load_pretrained
+from ascl.tracking import Run, params_hash
+
+
+def trades_adversary(
+    model: Classifier, x: torch.Tensor, attack: AttackConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """x + δ maximising KL(f(x) || f(x + δ)) (TRADES' inner maximisation)."""
+    with torch.no_grad(), _eval(model):
+        logits_nat = model(x)
+    return pgd(
+        lambda xa: trades_kl(logits_nat, model(xa)),
+        x,
+        eps=attack.eps,
+        alpha=attack.alpha,
+        steps=attack.steps,
+        random_start=attack.random_start,
+        generator=generator,
+        model=model,
+        train_mode=attack.train_mode,
+    )
+
+
+class _eval:
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.saved = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        for m, t in self.saved:
+            m.training = t
+
+
+def build_classifier(
+    encoder: ResNet18Encoder, num_classes: int, branch: str, linear: bool
+) -> Classifier:
+    model = Classifier(encoder, num_classes, branch)
+    if linear:
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def make_step(model: Classifier, settings: dict):
+    aug = AugmentConfig.from_dict(settings["augment"])
+    attack = AttackConfig.from_settings(settings["attack"])
+    beta = settings["trades_beta"]
+
+    def step(x, y, g):
+        x = weak_view(x, aug, g)
+        if settings["loss"] == "ce":
+            loss = F.cross_entropy(model(x), y)
+            return {"ce": loss, "loss": loss}
+        x_adv = trades_adversary(model, x, attack, g)
+        logits_nat, logits_adv = model(x), model(x_adv)
+        loss = trades_loss(logits_nat, logits_adv, y, beta)
+        return {"ce": F.cross_entropy(logits_nat, y).detach(), "loss": loss}
+
+    return step
+
+
+def run_finetune(
+    settings: dict,
+    *,
+    encoder: str | Path,
+    data: str | Path,
+    out: str | Path,
+    seed: int,
+    ckpt_dir: str | Path | None = None,
+    parent_run_id: str | None = None,
+    run_id_out: str | Path | None = None,
+    tags: dict[str, str] | None = None,
+    track: bool = True,
+) -> dict[str, float]:
+    """Finetune and write the classifier checkpoint `out` (atomic)."""
+    device = resolve_device(settings["device"])
+    torch.manual_seed(seed)
+    pre, pre_state = load_pretrained(encoder)
+    ds = load_dataset(data)
+    x, y = subset(ds.x_train, ds.y_train, settings["data"]["max_train"], seed=0)
+    x, y = x.to(device), y.to(device)
+    linear = settings["params"] == "linear"
+    model = build_classifier(pre.encoder, ds.num_classes, settings["eval_branch"], linear)
+    model = model.to(device)
+
+    def set_train_mode() -> None:
+        model.train()
+        if linear:
+            model.encoder.eval()
+
+    name = f"finetune/{settings['strategy']}/seed{seed}"
+    tags = {
+        "stage": "finetune",
+        "strategy": settings["strategy"],
+        "seed": str(seed),
+        "encoder_method": pre_state["settings"]["method"],
+        "params_hash": params_hash(settings),
+        **(tags or {}),
+    }
+    parent = parent_run_id or pre_state.get("run_id") or None
+    with Run(name, params=settings, tags=tags, parent_run_id=parent, enabled=track) as run:
+        if run_id_out is not None and run.run_id:
+            checkpoint.atomic_write_text(run_id_out, run.run_id + "\n")
+        metrics = fit(
+            model=model,
+            parameters=[p for p in model.parameters() if p.requires_grad],
+            step=make_step(model, settings),
+            x_train=x,
+            y_train=y,
+            epochs=settings["epochs"],
+            batch_size=settings["batch_size"],
+            lr=settings["lr"],
+            momentum=settings["momentum"],
+            weight_decay=settings["weight_decay"],
+            lr_milestones=[],
+            lr_gamma=1.0,
+            generator=torch.Generator().manual_seed(seed),
+            ckpt_dir=ckpt_dir,
+            run=run,
+            set_train_mode=set_train_mode,
+            desc=name,
+        )
+        checkpoint.save(
+            {
+                "kind": "classifier",
+                "model": model.state_dict(),
+                "num_classes": ds.num_classes,
+                "branch": settings["eval_branch"],
+                "encoder_settings": pre_state["settings"],
+                "settings": settings,
+                "seed": seed,
+                "run_id": run.run_id or "",
+            },
+            out,
+        )
+    return metrics
+
+
+def load_classifier(path: str | Path, map_location="cpu") -> tuple[Classifier, dict]:
+    """Rebuild a Classifier from a checkpoint written by run_finetune."""
+    state = checkpoint.load(path, map_location)
+    if state.get("kind") != "classifier":
+        raise checkpoint.CheckpointError(f"{path}: not a finetuned classifier checkpoint")
+    m = state["encoder_settings"]["model"]
+    encoder = ResNet18Encoder(m["width"], m["bn"])
+    model = Classifier(encoder, state["num_classes"], state["branch"])
+    model.load_state_dict(state["model"])
+    return model.eval(), state

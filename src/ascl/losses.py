@@ -1,0 +1,91 @@
+"""Losses of the ASCL paper (eq. 3, 4, 7, 9) and TRADES.
+
+All contrastive losses take L2-normalised projections and average over anchors (the paper's
+equations sum over anchors; averaging only rescales the gradient and is what public contrastive
+code does). Anchors without any positive are left out of the average, so a class with a single
+sample never produces a NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _log_prob_over_others(z: Tensor, temperature: float) -> Tensor:
+    """log( exp(z_i·z_a/τ) / Σ_{a≠i} exp(z_i·z_a/τ) ) for every ordered pair.
+
+    z: (M, D) -> (M, M); the diagonal (a = i) is -inf and must never be used.
+    """
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    return logits - torch.logsumexp(logits, dim=1, keepdim=True)
+
+
+def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.5) -> Tensor:
+    """Supervised contrastive loss of eq. (7) (Khosla et al., 2020, "L_out").
+
+    z: (M, D) L2-normalised projections of all views; labels: (M,) int. For every anchor i the
+    positives P(i) are the other entries with the same label, the denominator runs over A(i) =
+    all entries but i. Returns the mean over anchors that have at least one positive.
+    """
+    log_prob = _log_prob_over_others(z, temperature)
+    positive = labels[:, None] == labels[None, :]
+    positive.fill_diagonal_(False)
+    n_pos = positive.sum(dim=1)
+    has_pos = n_pos > 0
+    if not bool(has_pos.any()):
+        return z.sum() * 0.0
+    pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    per_anchor = -pos_log_prob[has_pos] / n_pos[has_pos]
+    return per_anchor.mean()
+
+
+def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
+    """NT-Xent of eq. (4) (SimCLR) over the pairs (z1[k], z2[k]).
+
+    z1, z2: (N, D) L2-normalised projections of two views of the same N samples. Every one of
+    the 2N entries is an anchor; its positive is the other view of the same sample; the other
+    2(N-1) entries are its negatives. Equal to supcon_loss with one label per sample.
+    """
+    n = z1.shape[0]
+    instance = torch.arange(n, device=z1.device)
+    return supcon_loss(torch.cat([z1, z2]), torch.cat([instance, instance]), temperature)
+
+
+def ascl_loss(z_aug: Tensor, z_adv: Tensor, labels: Tensor, temperature: float = 0.5) -> Tensor:
+    """Adversarial supervised contrastive loss of eq. (9).
+
+    z_aug: (N, D) projections of the augmented views x̃; z_adv: (N, D) projections of the
+    adversarial examples x + δ; labels: (N,). The contrastive set is the 2N entries
+    {x̃_k} ∪ {x_k + δ_k}; positives are all entries with the anchor's label (so each sample's own
+    adversarial example is always a positive of its augmented view and vice versa).
+    """
+    return supcon_loss(torch.cat([z_aug, z_adv]), torch.cat([labels, labels]), temperature)
+
+
+def cross_entropy_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Softmax cross-entropy (the inner loss of AT, eq. 3). logits: (N, C); labels: (N,)."""
+    return F.cross_entropy(logits, labels)
+
+
+def trades_kl(logits_nat: Tensor, logits_adv: Tensor) -> Tensor:
+    """KL(p_nat || p_adv) summed over classes, averaged over the batch (TRADES' robust term).
+
+    logits_nat, logits_adv: (N, C).
+    """
+    return F.kl_div(
+        F.log_softmax(logits_adv, dim=1),
+        F.log_softmax(logits_nat, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+
+
+def trades_loss(
+    logits_nat: Tensor, logits_adv: Tensor, labels: Tensor, beta: float = 6.0
+) -> Tensor:
+    """TRADES (Zhang et al., 2019): CE(f(x), y) + β·KL(f(x) || f(x+δ)). Shapes as trades_kl."""
+    return F.cross_entropy(logits_nat, labels) + beta * trades_kl(logits_nat, logits_adv)

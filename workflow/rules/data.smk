@@ -1,0 +1,15 @@
+localrules:
+    download,
+
+
+rule download:
+    output:
+        dataset_file("{dataset}"),
+    params:
+        url=lambda wc: config["data"].get("urls", {}).get(wc.dataset, ""),
+        code=code_hash("download"),
+    log:
+        "logs/download/{dataset}.log",
+    shell:
+        "ascl download {wildcards.dataset} --out {output} "
+        "$( [ -n '{params.url}' ] && echo --url '{params.url}' ) > {log} 2>&1"

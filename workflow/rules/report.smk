@@ -1,0 +1,29 @@
+localrules:
+    table,
+
+
+rule table:
+    input:
+        table_inputs,
+    output:
+        md="results/paper/{table}.md",
+        csv="results/paper/{table}.csv",
+    params:
+        spec=lambda wc: ascl_config.settings_json(
+            {"table": wc.table, **config["paper"][wc.table], "seeds": SEEDS}
+        ),
+        code=code_hash("table"),
+    log:
+        "logs/paper/{table}.log",
+    shell:
+        "ascl table --spec {params.spec:q} --results results --out-md {output.md} "
+        "--out-csv {output.csv} > {log} 2>&1"
+
+
+for _table in sorted(config["paper"]):
+
+    rule:
+        name:
+            _table
+        input:
+            f"results/paper/{_table}.md",
