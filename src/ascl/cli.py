@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
 
+    p = sub.add_parser("summary", help="collect table CSVs into one metrics JSON (DVC)")
+    p.add_argument("tables", nargs="+", help="table CSV files")
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("pretrain", help="pre-train one method")
     _job_args(p)
     p.add_argument("--method", help="key of params.methods (with --params)")
@@ -132,6 +136,14 @@ def run(args: argparse.Namespace) -> None:
         except json.JSONDecodeError as err:
             raise config.ParamsError(f"--spec: not valid JSON ({err.msg})") from None
         write_table(spec, args.results, args.out_md, args.out_csv)
+        return
+    if args.command == "summary":
+        from ascl.checkpoint import atomic_write_text
+        from ascl.report import summarize
+
+        for path in args.tables:
+            _require_file(path, "table")
+        atomic_write_text(args.out, json.dumps(summarize(args.tables), indent=2) + "\n")
         return
     _require_file(args.data, "data set")
     if args.command == "pretrain":

@@ -39,6 +39,8 @@ def branch_index(branch: str, bn: str) -> int:
     """Index of the BN set used by `branch` under strategy `bn`."""
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
+    if bn not in BN_STRATEGIES:
+        raise ValueError(f"bn must be one of {BN_STRATEGIES}, got {bn!r}")
     return BRANCHES.index(branch) if bn == "separated" else 0
 
 
@@ -98,6 +100,8 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, bn: str) -> None:
         super().__init__()
+        if bn not in BN_STRATEGIES:
+            raise ValueError(f"bn must be one of {BN_STRATEGIES}, got {bn!r}")
         self.fc1 = nn.Linear(in_dim, hidden)
         self.bn = bn
         self.norms = nn.ModuleList(

@@ -77,3 +77,17 @@ def write_table(spec: dict, results: str | Path, out_md: str | Path, out_csv: st
     rows = build_table(spec, results)
     atomic_write_text(out_csv, to_csv(spec, rows))
     atomic_write_text(out_md, to_markdown(spec, rows))
+
+
+def summarize(csv_paths: list[str | Path]) -> dict:
+    """{table: {row: {metric: mean}}} from table CSVs (the DVC metrics file)."""
+    summary: dict = {}
+    for path in csv_paths:
+        path = Path(path)
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        summary[path.stem] = {
+            r["row"]: {k[: -len("_mean")]: float(v) for k, v in r.items() if k.endswith("_mean")}
+            for r in rows
+        }
+    return summary

@@ -1,4 +1,5 @@
 import hashlib
+import shlex
 import sys
 from pathlib import Path
 
@@ -94,7 +95,9 @@ def table_inputs(wildcards):
 
 def all_targets():
     tables = [f"results/paper/{t}.md" for t in sorted(config["paper"])]
-    return tables
+    return tables + ["results/metrics.json"]
 
 
-MLFLOW_ENV = f"ASCL_EXPERIMENT={config['tracking']['experiment']}"
+# The package is run by the interpreter that runs the workflow (it imports ascl above).
+ASCL = f"{shlex.quote(sys.executable)} -m ascl"
+MLFLOW_ENV = f"ASCL_EXPERIMENT={shlex.quote(config['tracking']['experiment'])}"

@@ -11,5 +11,11 @@ rule download:
     log:
         "logs/download/{dataset}.log",
     shell:
-        "ascl download {wildcards.dataset} --out {output} "
+        "{ASCL} download {wildcards.dataset} --out {output} "
         "$( [ -n '{params.url}' ] && echo --url '{params.url}' ) > {log} 2>&1"
+
+
+rule data_all:
+    input:
+        [dataset_file(config["data"]["source"])]
+        + [dataset_file(name) for name in config["data"]["transfer"].values()],

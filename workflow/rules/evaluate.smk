@@ -8,7 +8,6 @@ rule evaluate_pgd:
     params:
         settings=evaluate_json,
         code=code_hash("evaluate"),
-        env=MLFLOW_ENV,
     resources:
         gpu=res("evaluate", "gpu"),
         runtime=res("evaluate", "runtime"),
@@ -17,7 +16,7 @@ rule evaluate_pgd:
     log:
         "logs/evaluate/{method}/{strategy}/{target}/seed{seed}/pgd.log",
     shell:
-        "{params.env} ascl evaluate --settings {params.settings:q} --seed {wildcards.seed} "
+        "{MLFLOW_ENV} {ASCL} evaluate --settings {params.settings:q} --seed {wildcards.seed} "
         "--model {input.model} --parent-run-id $(cat {input.parent}) --data {input.data} "
         "--out {output.metrics} --tag rule=evaluate_pgd "
         "--tag wildcards=method={wildcards.method},strategy={wildcards.strategy},"

@@ -10,7 +10,6 @@ rule finetune:
         settings=finetune_json,
         code=code_hash("finetune"),
         ckpt_dir="checkpoints/finetune/{method}/{strategy}/{target}/seed{seed}",
-        env=MLFLOW_ENV,
     resources:
         gpu=res("finetune", "gpu"),
         runtime=res("finetune", "runtime"),
@@ -19,7 +18,7 @@ rule finetune:
     log:
         "logs/finetune/{method}/{strategy}/{target}/seed{seed}.log",
     shell:
-        "{params.env} ascl finetune --settings {params.settings:q} --seed {wildcards.seed} "
+        "{MLFLOW_ENV} {ASCL} finetune --settings {params.settings:q} --seed {wildcards.seed} "
         "--encoder {input.encoder} --parent-run-id $(cat {input.parent}) --data {input.data} "
         "--out {output.model} --ckpt-dir {params.ckpt_dir} --run-id-out {output.run_id} "
         "--tag rule=finetune --tag target={wildcards.target} "

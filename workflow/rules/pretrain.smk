@@ -8,7 +8,6 @@ rule pretrain:
         settings=pretrain_json,
         code=code_hash("pretrain"),
         ckpt_dir="checkpoints/pretrain/{method}/seed{seed}",
-        env=MLFLOW_ENV,
     resources:
         gpu=res("pretrain", "gpu"),
         runtime=res("pretrain", "runtime"),
@@ -17,7 +16,7 @@ rule pretrain:
     log:
         "logs/pretrain/{method}/seed{seed}.log",
     shell:
-        "{params.env} ascl pretrain --settings {params.settings:q} --seed {wildcards.seed} "
+        "{MLFLOW_ENV} {ASCL} pretrain --settings {params.settings:q} --seed {wildcards.seed} "
         "--data {input.data} --out {output.encoder} --ckpt-dir {params.ckpt_dir} "
         "--run-id-out {output.run_id} --tag rule=pretrain "
         "--tag wildcards=method={wildcards.method},seed={wildcards.seed} > {log} 2>&1"

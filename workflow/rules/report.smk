@@ -16,7 +16,7 @@ rule table:
     log:
         "logs/paper/{table}.log",
     shell:
-        "ascl table --spec {params.spec:q} --results results --out-md {output.md} "
+        "{ASCL} table --spec {params.spec:q} --results results --out-md {output.md} "
         "--out-csv {output.csv} > {log} 2>&1"
 
 
@@ -27,3 +27,18 @@ for _table in sorted(config["paper"]):
             _table
         input:
             f"results/paper/{_table}.md",
+
+
+localrules:
+    paper_summary,
+
+
+rule paper_summary:
+    input:
+        expand("results/paper/{table}.csv", table=sorted(config["paper"])),
+    output:
+        "results/metrics.json",
+    log:
+        "logs/paper/summary.log",
+    shell:
+        "{ASCL} summary {input} --out {output} > {log} 2>&1"

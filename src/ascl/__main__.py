@@ -1,0 +1,5 @@
+import sys
+
+from ascl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,268 @@
+"""End-to-end tests of the SLURM profiles against a real single-node SLURM cluster.
+
+The cluster is started with ``scripts/slurm-local.sh start`` (needs root; installs
+SLURM with apt-get when missing) and stopped again at the end of the session.
+Workflows are submitted with ``snakemake --profile tests/slurm-profile``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_SCRIPT = REPO / "scripts" / "slurm-local.sh"
+TEST_PROFILE = REPO / "tests" / "slurm-profile"
+USER_PROFILE = REPO / "slurm"
+PARTITION = "debug"
+
+# Environment variables read by the user-facing profile (slurm/config.yaml).
+PROFILE_ENV_VARS = ("ASCL_SLURM_PARTITION", "ASCL_SLURM_ACCOUNT")
+
+SNAKEFILE = """\
+rule all:
+    input:
+        "downstream.txt",
+
+
+rule gpu_job:
+    output:
+        "gpu.txt",
+    resources:
+        gpu=1,
+        runtime=5,
+        mem_mb=500,
+        cpus_per_task=1,
+    shell:
+        "echo SLURM_JOB_ID=$SLURM_JOB_ID > {output}; "
+        "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES >> {output}"
+
+
+rule downstream:
+    input:
+        "gpu.txt",
+    output:
+        "downstream.txt",
+    shell:
+        "cat {input} > {output}; echo downstream-ok >> {output}"
+"""
+
+
+def _slurm_unavailable_reason() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "local SLURM cluster needs Linux"
+    if os.geteuid() != 0:
+        return "local SLURM cluster needs root (scripts/slurm-local.sh installs packages)"
+    if shutil.which("timeout") is None:
+        return "coreutils `timeout` not found"
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        return "neither slurmctld nor apt-get is available to provide SLURM"
+    return None
+
+
+def _clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV_VARS}
+    env.update(extra or {})
+    return env
+
+
+def _script(action: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SLURM_SCRIPT), action],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[dict[str, str]]:
+    """A running single-node SLURM cluster (partition ``debug``, one fake GPU).
+
+    Started by ``scripts/slurm-local.sh start`` and stopped at the end of the
+    session, unless it was already running before the session started.
+    """
+    reason = _slurm_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    was_running = _script("status", timeout=30).returncode == 0
+    try:
+        # the first start installs the packages with apt-get
+        started = _script("start", timeout=900)
+        if started.returncode != 0:
+            pytest.fail(
+                "scripts/slurm-local.sh start failed "
+                f"(rc={started.returncode}):\n{started.stdout}\n{started.stderr}"
+            )
+        yield {
+            "partition": PARTITION,
+            "test_profile": str(TEST_PROFILE),
+            "user_profile": str(USER_PROFILE),
+        }
+    finally:
+        if not was_running:
+            stopped = _script("stop", timeout=120)
+            if stopped.returncode != 0:
+                print(f"slurm-local.sh stop failed:\n{stopped.stdout}\n{stopped.stderr}")
+
+
+def run_snakemake_slurm(
+    workdir: Path | str,
+    *args: str,
+    timeout: int = 300,
+    profile: Path | str = TEST_PROFILE,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run snakemake in ``workdir`` with a SLURM profile, killed after ``timeout`` s.
+
+    ``env`` adds to the current environment, from which the variables read by the
+    user-facing profile are removed. stdout and stderr are combined in ``stdout``.
+    """
+    workdir = Path(workdir)
+    cmd = [
+        "timeout",
+        "-s",
+        "KILL",
+        str(timeout),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(profile),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
+    return subprocess.run(
+        cmd,
+        cwd=workdir,
+        env=_clean_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout + 30,
+        check=False,
+    )
+
+
+def _read_gpu_output(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key] = value
+    return values
+
+
+def _scontrol_job(job_id: str) -> str:
+    out = subprocess.run(
+        ["scontrol", "show", "job", job_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture
+def gpu_workflow(tmp_path: Path) -> Path:
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    return tmp_path
+
+
+@pytest.mark.slurm
+def test_gpu_job_runs_through_sbatch(slurm_cluster: dict[str, str], gpu_workflow: Path) -> None:
+    result = run_snakemake_slurm(gpu_workflow, timeout=300)
+    assert result.returncode == 0, result.stdout[-5000:]
+
+    values = _read_gpu_output(gpu_workflow / "gpu.txt")
+    job_id = values.get("SLURM_JOB_ID", "")
+    assert re.fullmatch(r"\d+", job_id), f"no SLURM job id in the job output: {values}"
+    assert values.get("CUDA_VISIBLE_DEVICES") == "0", values
+
+    assert (gpu_workflow / "downstream.txt").read_text().splitlines()[-1] == "downstream-ok"
+    assert f"submitted with SLURM jobid {job_id}" in result.stdout
+
+    logs = gpu_workflow / ".snakemake" / "slurm_logs"
+    assert (logs / "rule_gpu_job" / f"{job_id}.log").is_file(), sorted(logs.rglob("*"))
+    downstream_logs = list((logs / "rule_downstream").glob("*.log"))
+    assert len(downstream_logs) == 1, sorted(logs.rglob("*"))
+
+
+@pytest.mark.slurm
+def test_user_profile_submits_with_env_partition(
+    slurm_cluster: dict[str, str], gpu_workflow: Path
+) -> None:
+    """slurm/config.yaml takes the partition from $ASCL_SLURM_PARTITION."""
+    result = run_snakemake_slurm(
+        gpu_workflow,
+        "gpu.txt",
+        # settings a cluster without accounting needs (see tests/slurm-profile)
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "10",
+        "--latency-wait",
+        "5",
+        "--retries",
+        "0",
+        timeout=300,
+        profile=USER_PROFILE,
+        env={"ASCL_SLURM_PARTITION": slurm_cluster["partition"]},
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+
+    values = _read_gpu_output(gpu_workflow / "gpu.txt")
+    job_id = values.get("SLURM_JOB_ID", "")
+    assert re.fullmatch(r"\d+", job_id), values
+    assert values.get("CUDA_VISIBLE_DEVICES") == "0", values
+
+    job = _scontrol_job(job_id)
+    assert f"Partition={slurm_cluster['partition']}" in job, job
+    assert "Requeue=1" in job, job
+
+
+@pytest.mark.parametrize(
+    ("env", "expected", "absent"),
+    [
+        ({}, [], ["slurm_partition=", "slurm_account="]),
+        (
+            {"ASCL_SLURM_PARTITION": "gpu-a100", "ASCL_SLURM_ACCOUNT": "12345"},
+            ["slurm_partition=gpu-a100", "slurm_account=12345"],
+            [],
+        ),
+    ],
+)
+def test_user_profile_resources_from_env(
+    gpu_workflow: Path, env: dict[str, str], expected: list[str], absent: list[str]
+) -> None:
+    """Dry run (no cluster needed): the profile's default resources follow the env."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", str(USER_PROFILE), "--dry-run"],
+        cwd=gpu_workflow,
+        env=_clean_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    resource_lines = [ln for ln in result.stdout.splitlines() if "resources:" in ln]
+    assert resource_lines, result.stdout
+    for line in resource_lines:
+        assert "runtime=" in line, line
+        for item in expected:
+            assert item in line, line
+        for item in absent:
+            assert item not in line, line
