@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The main job: the whole paper DAG on the embedded offline data (tiny widths and epochs).
+# No GPU is involved: `gpu=2` lets two single-threaded training jobs share the two CPU cores.
 smoke: $(STAMP)
-	$(BIN)/snakemake --configfile config/smoke.yaml --cores $(CORES) --resources gpu=1
+	$(BIN)/snakemake --configfile config/smoke.yaml --cores $(CORES) --resources gpu=$(CORES)
 
 # The test suite (CI runs exactly this).
 test: $(STAMP)

@@ -27,8 +27,9 @@ def _mlflow_store(tmp_path_factory):
         os.environ["MLFLOW_TRACKING_URI"] = old
 
 
-def write_npz(path: Path, n_train: int = 48, n_test: int = 24, classes: int = 3,
-              seed: int = 0) -> Path:
+def write_npz(
+    path: Path, n_train: int = 48, n_test: int = 24, classes: int = 3, seed: int = 0
+) -> Path:
     """A learnable toy set in the uniform form: class k is a bright square at position k."""
     rng = np.random.default_rng(seed)
 
@@ -41,8 +42,14 @@ def write_npz(path: Path, n_train: int = 48, n_test: int = 24, classes: int = 3,
 
     x_train, y_train = make(n_train)
     x_test, y_test = make(n_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-             classes=np.array([f"c{k}" for k in range(classes)]))
+    np.savez(
+        path,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        classes=np.array([f"c{k}" for k in range(classes)]),
+    )
     return path
 
 
@@ -59,14 +66,17 @@ def smoke_params() -> dict:
 @pytest.fixture
 def tiny_params(smoke_params) -> dict:
     """Smoke params shrunk further for unit-level training tests (seconds on CPU)."""
-    p = config.deep_merge(smoke_params, {
-        "device": "cpu",
-        "data": {"max_train": None, "max_test": None},
-        "model": {"width": 2, "proj_hidden": 8, "proj_dim": 4},
-        "pretrain": {"epochs": 3, "batch_size": 16, "attack": {"steps": 1}},
-        "finetune": {"batch_size": 16, "attack": {"steps": 1}},
-        "evaluate": {"batch_size": 24, "pgd": {"steps": 3}},
-    })
+    p = config.deep_merge(
+        smoke_params,
+        {
+            "device": "cpu",
+            "data": {"max_train": None, "max_test": None},
+            "model": {"width": 2, "proj_hidden": 8, "proj_dim": 4},
+            "pretrain": {"epochs": 3, "batch_size": 16, "attack": {"steps": 1}},
+            "finetune": {"batch_size": 16, "attack": {"steps": 1}},
+            "evaluate": {"batch_size": 24, "pgd": {"steps": 3}},
+        },
+    )
     for s in p["finetune"]["strategies"].values():
         s["epochs"] = 1
     config.validate_params(p)

@@ -51,8 +51,9 @@ def test_failed_write_leaves_old_file(tmp_path):
 
 def test_keeps_newest_two_and_falls_back(tmp_path):
     for epoch in (1, 2, 3):
-        checkpoint.save_epoch({"epoch": epoch, "w": torch.full((3,), float(epoch))}, tmp_path,
-                              epoch)
+        checkpoint.save_epoch(
+            {"epoch": epoch, "w": torch.full((3,), float(epoch))}, tmp_path, epoch
+        )
     assert [e for e, _ in checkpoint.epoch_checkpoints(tmp_path)] == [3, 2]
     (tmp_path / "epoch-3.pt").write_bytes(b"\x80\x02truncated")
     with pytest.warns(UserWarning, match="falling back"):

@@ -38,24 +38,43 @@ BAD = [
     ("lambda out of range", _mutate("methods.ascl.lambda_cl", -0.5), "methods.ascl.lambda_cl"),
     ("empty method list", _mutate("methods", {}), "methods"),
     ("unknown objective", _mutate("methods.ascl.objective", "moco"), "methods.ascl.objective"),
-    ("unknown attack source", _mutate("methods.ascl.attack_source", "both"),
-     "methods.ascl.attack_source"),
+    (
+        "unknown attack source",
+        _mutate("methods.ascl.attack_source", "both"),
+        "methods.ascl.attack_source",
+    ),
     ("unknown bn", _mutate("methods.ascl.bn", "shared"), "methods.ascl.bn"),
-    ("unknown strategy in a table", _mutate("paper.table7.rows.LSF.strategy", "XYZ"),
-     "paper.table7.rows.'LSF'.strategy"),
-    ("table naming a missing model", _mutate("paper.table5.rows.Full model.method", "nope"),
-     "paper.table5.rows.'Full model'.method"),
-    ("unknown default strategy", _mutate("finetune.default_strategy", "LXF"),
-     "finetune.default_strategy"),
+    (
+        "unknown strategy in a table",
+        _mutate("paper.table7.rows.LSF.strategy", "XYZ"),
+        "paper.table7.rows.'LSF'.strategy",
+    ),
+    (
+        "table naming a missing model",
+        _mutate("paper.table5.rows.Full model.method", "nope"),
+        "paper.table5.rows.'Full model'.method",
+    ),
+    (
+        "unknown default strategy",
+        _mutate("finetune.default_strategy", "LXF"),
+        "finetune.default_strategy",
+    ),
     ("missing section", _mutate("evaluate", delete=True), "evaluate"),
     ("empty seeds", _mutate("seeds", []), "seeds"),
     ("bad device", _mutate("device", "tpu"), "device"),
     ("probability above 1", _mutate("augment.grayscale_p", 1.5), "augment.grayscale_p"),
-    ("all weights zero", _mutate("methods.ascl", {"objective": "ascl", "lambda_at": 0,
-                                                  "lambda_cl": 0, "lambda_ascl": 0}),
-     "methods.ascl"),
-    ("decreasing milestones", _mutate("pretrain.lr_milestones", [0.8, 0.6]),
-     "pretrain.lr_milestones"),
+    (
+        "all weights zero",
+        _mutate(
+            "methods.ascl", {"objective": "ascl", "lambda_at": 0, "lambda_cl": 0, "lambda_ascl": 0}
+        ),
+        "methods.ascl",
+    ),
+    (
+        "decreasing milestones",
+        _mutate("pretrain.lr_milestones", [0.8, 0.6]),
+        "pretrain.lr_milestones",
+    ),
     ("bad eval branch", _mutate("model.eval_branch", "natural"), "model.eval_branch"),
     ("zero epochs", _mutate("pretrain.epochs", 0), "pretrain.epochs"),
 ]
@@ -81,8 +100,20 @@ def test_bad_params_name_the_key(what, params, key, tmp_path, capsys):
     out = tmp_path / "out" / "encoder.pt"
     data = tmp_path / "d.npz"
     data.write_bytes(b"")
-    code = main(["pretrain", "--params", str(path), "--method", "ascl", "--data", str(data),
-                 "--out", str(out), "--no-track"])
+    code = main(
+        [
+            "pretrain",
+            "--params",
+            str(path),
+            "--method",
+            "ascl",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--no-track",
+        ]
+    )
     assert code == 2
     stderr = capsys.readouterr().err.strip().splitlines()
     assert len(stderr) == 1 and stderr[0].startswith("ascl: error:")
@@ -116,11 +147,13 @@ def test_job_settings_hold_only_what_the_job_uses(smoke_params):
     changed = config.deep_merge(smoke_params, {"methods": {"ascl": {"lambda_cl": 0.7}}})
     for method in smoke_params["methods"]:
         same = config.pretrain_settings(smoke_params, method) == config.pretrain_settings(
-            changed, method)
+            changed, method
+        )
         assert same == (method != "ascl")
     for strategy in smoke_params["finetune"]["strategies"]:
         assert config.finetune_settings(smoke_params, strategy) == config.finetune_settings(
-            changed, strategy)
+            changed, strategy
+        )
     assert config.evaluate_settings(smoke_params) == config.evaluate_settings(changed)
 
 

@@ -14,8 +14,9 @@ from ascl.tracking import Run, flatten, tracking_uri
 
 
 def test_run_logs_and_finishes():
-    with Run("unit/ok", params={"a": {"b": 1}, "l": [1, 2]}, tags={"stage": "unit"},
-             experiment="unit") as run:
+    with Run(
+        "unit/ok", params={"a": {"b": 1}, "l": [1, 2]}, tags={"stage": "unit"}, experiment="unit"
+    ) as run:
         run.log_metrics({"acc": 0.5}, step=1)
         run.log_metrics({"acc": 0.7}, step=2)
     client = MlflowClient(tracking_uri())
@@ -34,9 +35,10 @@ def test_crashed_run_is_failed():
 
 
 def test_child_run_has_parent():
-    with Run("parent", experiment="unit") as parent, Run(
-        "child", parent_run_id=parent.run_id, experiment="unit"
-    ) as child:
+    with (
+        Run("parent", experiment="unit") as parent,
+        Run("child", parent_run_id=parent.run_id, experiment="unit") as child,
+    ):
         pass
     tags = MlflowClient(tracking_uri()).get_run(child.run_id).data.tags
     assert tags["mlflow.parentRunId"] == parent.run_id
@@ -66,8 +68,15 @@ WRITER = textwrap.dedent(
 
 def test_concurrent_writers_lose_nothing(tmp_path):
     """8 processes log to one SQLite store at once; every metric of every run arrives."""
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(i)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
     run_ids = []
     for p in procs:
         out, err = p.communicate(timeout=300)

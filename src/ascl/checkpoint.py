@@ -94,6 +94,12 @@ def save_epoch(state: dict, ckpt_dir: str | Path, epoch: int, keep: int = 2) -> 
     return path
 
 
+def clear_epochs(ckpt_dir: str | Path) -> None:
+    """Delete every epoch checkpoint in ckpt_dir."""
+    for _, path in epoch_checkpoints(ckpt_dir):
+        path.unlink(missing_ok=True)
+
+
 def load_latest(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> dict | None:
     """The newest readable epoch checkpoint, falling back (with a warning) past corrupt ones."""
     for epoch, path in epoch_checkpoints(ckpt_dir):

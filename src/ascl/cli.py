@@ -120,8 +120,13 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps(params, indent=2))
         return
     if args.command == "download":
-        from ascl.data import prepare_cifar10c, prepare_dataset
+        from ascl.data import DATASETS, OFFLINE_DATASETS, prepare_cifar10c, prepare_dataset
 
+        known = (*DATASETS, *OFFLINE_DATASETS, "cifar10c")
+        if args.name not in known:
+            raise config.ParamsError(
+                f"download: unknown data set {args.name!r} (known: {', '.join(known)})"
+            )
         if args.name == "cifar10c":
             path = prepare_cifar10c(args.out, url=args.url, md5=args.md5)
         else:

@@ -108,15 +108,20 @@ def _check_references(params: dict) -> None:
         for row, ref in spec["rows"].items():
             where = f"params: paper.{table}.rows.{row!r}"
             if ref["method"] not in params["methods"]:
-                raise ParamsError(f"{where}.method: unknown method {ref['method']!r} "
-                                  f"(known: {', '.join(params['methods'])})")
+                raise ParamsError(
+                    f"{where}.method: unknown method {ref['method']!r} "
+                    f"(known: {', '.join(params['methods'])})"
+                )
             if ref["strategy"] not in ft["strategies"]:
-                raise ParamsError(f"{where}.strategy: unknown strategy {ref['strategy']!r} "
-                                  f"(known: {', '.join(ft['strategies'])})")
+                raise ParamsError(
+                    f"{where}.strategy: unknown strategy {ref['strategy']!r} "
+                    f"(known: {', '.join(ft['strategies'])})"
+                )
             target = ref.get("target", "source")
             if target != "source" and target not in params["data"]["transfer"]:
-                raise ParamsError(f"{where}.target: no data set for role {target!r} in "
-                                  "data.transfer")
+                raise ParamsError(
+                    f"{where}.target: no data set for role {target!r} in data.transfer"
+                )
     milestones = params["pretrain"]["lr_milestones"]
     if milestones != sorted(milestones):
         raise ParamsError("params: pretrain.lr_milestones: must be increasing")

@@ -88,11 +88,14 @@ def fit(
     set_train_mode: Callable[[], None] | None = None,
     desc: str = "train",
     stop_after_epoch: int | None = None,
+    fingerprint: str = "",
 ) -> dict[str, float]:
     """Train `parameters` of `model` with SGD; returns the last epoch's mean loss terms.
 
     x_train: (N, 3, H, W) uint8 on the device; y_train: (N,) int64 on the device. Resumes from the
-    newest readable checkpoint in ckpt_dir. `stop_after_epoch` ends the call early (tests).
+    newest readable checkpoint in ckpt_dir whose `fingerprint` (settings and code of the job)
+    matches; checkpoints of other settings or code are removed. `stop_after_epoch` ends the call
+    early (tests).
     """
     optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -101,6 +104,14 @@ def fit(
     start_epoch = 0
     if ckpt_dir is not None:
         state = checkpoint.load_latest(ckpt_dir, map_location=x_train.device)
+        if state is not None and state.get("fingerprint") != fingerprint:
+            print(
+                f"[{desc}] checkpoints in {ckpt_dir} belong to other settings or code; "
+                "starting afresh",
+                file=sys.stderr,
+            )
+            checkpoint.clear_epochs(ckpt_dir)
+            state = None
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -131,6 +142,7 @@ def fit(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "generator": generator.get_state(),
+                    "fingerprint": fingerprint,
                 },
                 ckpt_dir,
                 epoch + 1,
@@ -184,7 +196,9 @@ def _run_epoch(
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v * len(idx)
         rate = seen / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"img/s": f"{rate:.0f}"})
+        bar.set_postfix(
+            {k: f"{v:.3f}" for k, v in values.items()} | {"img/s": f"{rate:.0f}"}, refresh=False
+        )
     bar.close()
     means = {k: v / max(seen, 1) for k, v in sums.items()}
     means["images_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)

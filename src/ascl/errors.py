@@ -10,9 +10,9 @@ def is_user_error(err: BaseException) -> bool:
 
     user = (ParamsError, FileNotFoundError, CheckpointError, NonFiniteLossError)
     try:
-        from ascl.data import DownloadError
+        from ascl.data import DownloadError, FormatError
 
-        user = (*user, DownloadError)
+        user = (*user, DownloadError, FormatError)
     except ImportError:
         pass
     return isinstance(err, user)

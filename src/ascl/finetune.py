@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ascl import checkpoint
-from ascl.attacks import pgd
+from ascl.attacks import model_mode, pgd
 from ascl.augment import AugmentConfig, weak_view
 from ascl.data import load_dataset
 from ascl.engine import fit, resolve_device, subset
@@ -22,14 +22,14 @@ from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, ResNet18Encoder
 from ascl.objectives import AttackConfig
 from ascl.pretrain import load_pretrained
-from ascl.tracking import Run, params_hash
+from ascl.tracking import Run, file_hash, params_hash, source_hash
 
 
 def trades_adversary(
     model: Classifier, x: torch.Tensor, attack: AttackConfig, generator: torch.Generator | None
 ) -> torch.Tensor:
     """x + δ maximising KL(f(x) || f(x + δ)) (TRADES' inner maximisation)."""
-    with torch.no_grad(), _eval(model):
+    with torch.no_grad(), model_mode(model, train=False):
         logits_nat = model(x)
     return pgd(
         lambda xa: trades_kl(logits_nat, model(xa)),
@@ -42,19 +42,6 @@ def trades_adversary(
         model=model,
         train_mode=attack.train_mode,
     )
-
-
-class _eval:
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.saved = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, t in self.saved:
-            m.training = t
 
 
 def build_classifier(
@@ -145,6 +132,10 @@ def run_finetune(
             run=run,
             set_train_mode=set_train_mode,
             desc=name,
+            fingerprint=params_hash(settings)
+            + source_hash()
+            + file_hash(encoder)
+            + file_hash(data),
         )
         checkpoint.save(
             {

@@ -12,7 +12,7 @@ from ascl.data import load_dataset
 from ascl.engine import fit, resolve_device, subset
 from ascl.models import PretrainNet
 from ascl.objectives import ASCLObjective, AttackConfig, ascl_terms
-from ascl.tracking import Run, params_hash
+from ascl.tracking import Run, file_hash, params_hash, source_hash
 
 
 def build_pretrain_net(settings: dict, num_classes: int) -> PretrainNet:
@@ -107,6 +107,7 @@ def run_pretrain(
             run=run,
             desc=name,
             stop_after_epoch=stop_after_epoch,
+            fingerprint=params_hash(settings) + source_hash() + file_hash(data),
         )
         if stop_after_epoch is not None and stop_after_epoch < train["epochs"]:
             return metrics

@@ -13,8 +13,15 @@ from ascl.checkpoint import atomic_write_text
 
 def metrics_path(results: Path, row: dict, seed: int, evaluation: str = "pgd") -> Path:
     target = row.get("target", "source")
-    return (results / "evaluate" / row["method"] / row["strategy"] / target / f"seed{seed}"
-            / f"{evaluation}.json")
+    return (
+        results
+        / "evaluate"
+        / row["method"]
+        / row["strategy"]
+        / target
+        / f"seed{seed}"
+        / f"{evaluation}.json"
+    )
 
 
 def read_metrics(path: Path) -> dict:
@@ -36,10 +43,16 @@ def build_table(spec: dict, results: str | Path) -> list[dict]:
     """Rows {"row", "method", "strategy", "target", "n_seeds", <metric>: (mean, std)}."""
     results = Path(results)
     rows = []
-    for name, row in spec["rows"].items():
+    items = spec["rows"].items() if isinstance(spec["rows"], dict) else spec["rows"]
+    for name, row in items:
         per_seed = [read_metrics(metrics_path(results, row, s)) for s in spec["seeds"]]
-        out = {"row": name, "method": row["method"], "strategy": row["strategy"],
-               "target": row.get("target", "source"), "n_seeds": len(per_seed)}
+        out = {
+            "row": name,
+            "method": row["method"],
+            "strategy": row["strategy"],
+            "target": row.get("target", "source"),
+            "n_seeds": len(per_seed),
+        }
         for metric in spec["metrics"]:
             missing = [s for s, m in zip(spec["seeds"], per_seed, strict=True) if metric not in m]
             if missing:
@@ -51,8 +64,12 @@ def build_table(spec: dict, results: str | Path) -> list[dict]:
 
 def to_markdown(spec: dict, rows: list[dict]) -> str:
     header = ["Row", "Method", "Finetuning", "Target", *spec["metrics"], "Seeds"]
-    lines = [f"## {spec['title']}", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
+    lines = [
+        f"## {spec['title']}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for r in rows:
         cells = [r["row"], r["method"], r["strategy"], r["target"]]
         cells += [f"{r[m][0]:.2f} ± {r[m][1]:.2f}" for m in spec["metrics"]]
@@ -68,8 +85,7 @@ def to_csv(spec: dict, rows: list[dict]) -> str:
     writer.writerow(["row", "method", "strategy", "target", *metric_cols, "n_seeds"])
     for r in rows:
         values = [f"{v:.4f}" for m in spec["metrics"] for v in r[m]]
-        writer.writerow([r["row"], r["method"], r["strategy"], r["target"], *values,
-                         r["n_seeds"]])
+        writer.writerow([r["row"], r["method"], r["strategy"], r["target"], *values, r["n_seeds"]])
     return buf.getvalue()
 
 

@@ -8,6 +8,7 @@ is busy (SQLite's "database is locked" under concurrent writers). A run that rai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -45,6 +46,24 @@ def params_hash(settings: dict) -> str:
     """Short stable hash of a settings dict (tag `params_hash`)."""
     blob = json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def source_hash() -> str:
+    """Short hash of the package's Python sources (part of checkpoint fingerprints)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def file_hash(path: str | Path) -> str:
+    """Short sha256 of a file's content (inputs in checkpoint fingerprints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def git_commit() -> str:
@@ -155,8 +174,6 @@ class Run:
             return
         status = "FINISHED" if exc_type is None else "FAILED"
         if exc is not None:
-            try:
+            with contextlib.suppress(Exception):  # the original error matters more
                 self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
         _retry(lambda: self._client.set_terminated(self.run_id, status))

@@ -93,6 +93,18 @@ def table_inputs(wildcards):
     )
 
 
+def table_spec(table):
+    """A table's spec for `ascl table`; rows as a list so their order survives JSON."""
+    spec = config["paper"][table]
+    return {
+        "table": table,
+        "title": spec["title"],
+        "metrics": spec["metrics"],
+        "rows": [[name, row] for name, row in spec["rows"].items()],
+        "seeds": SEEDS,
+    }
+
+
 def all_targets():
     tables = [f"results/paper/{t}.md" for t in sorted(config["paper"])]
     return tables + ["results/metrics.json"]
@@ -100,4 +112,8 @@ def all_targets():
 
 # The package is run by the interpreter that runs the workflow (it imports ascl above).
 ASCL = f"{shlex.quote(sys.executable)} -m ascl"
-MLFLOW_ENV = f"ASCL_EXPERIMENT={shlex.quote(config['tracking']['experiment'])}"
+# Environment of every training/evaluation job: its MLflow experiment and CPU thread count.
+JOB_ENV = (
+    f"ASCL_EXPERIMENT={shlex.quote(config['tracking']['experiment'])} "
+    "OMP_NUM_THREADS={resources.cpus_per_task}"
+)

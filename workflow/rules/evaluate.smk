@@ -16,7 +16,7 @@ rule evaluate_pgd:
     log:
         "logs/evaluate/{method}/{strategy}/{target}/seed{seed}/pgd.log",
     shell:
-        "{MLFLOW_ENV} {ASCL} evaluate --settings {params.settings:q} --seed {wildcards.seed} "
+        JOB_ENV + " {ASCL} evaluate --settings {params.settings:q} --seed {wildcards.seed} "
         "--model {input.model} --parent-run-id $(cat {input.parent}) --data {input.data} "
         "--out {output.metrics} --tag rule=evaluate_pgd "
         "--tag wildcards=method={wildcards.method},strategy={wildcards.strategy},"

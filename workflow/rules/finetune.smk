@@ -18,7 +18,7 @@ rule finetune:
     log:
         "logs/finetune/{method}/{strategy}/{target}/seed{seed}.log",
     shell:
-        "{MLFLOW_ENV} {ASCL} finetune --settings {params.settings:q} --seed {wildcards.seed} "
+        JOB_ENV + " {ASCL} finetune --settings {params.settings:q} --seed {wildcards.seed} "
         "--encoder {input.encoder} --parent-run-id $(cat {input.parent}) --data {input.data} "
         "--out {output.model} --ckpt-dir {params.ckpt_dir} --run-id-out {output.run_id} "
         "--tag rule=finetune --tag target={wildcards.target} "

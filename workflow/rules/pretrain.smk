@@ -16,7 +16,7 @@ rule pretrain:
     log:
         "logs/pretrain/{method}/seed{seed}.log",
     shell:
-        "{MLFLOW_ENV} {ASCL} pretrain --settings {params.settings:q} --seed {wildcards.seed} "
+        JOB_ENV + " {ASCL} pretrain --settings {params.settings:q} --seed {wildcards.seed} "
         "--data {input.data} --out {output.encoder} --ckpt-dir {params.ckpt_dir} "
         "--run-id-out {output.run_id} --tag rule=pretrain "
         "--tag wildcards=method={wildcards.method},seed={wildcards.seed} > {log} 2>&1"

@@ -10,7 +10,7 @@ rule table:
         csv="results/paper/{table}.csv",
     params:
         spec=lambda wc: ascl_config.settings_json(
-            {"table": wc.table, **config["paper"][wc.table], "seeds": SEEDS}
+            table_spec(wc.table)
         ),
         code=code_hash("table"),
     log:

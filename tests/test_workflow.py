@@ -1,0 +1,171 @@
+"""The Snakemake DAG: the full paper's dry run, the whole smoke DAG end to end, caching, the
+MLflow run tree, and bad params stopping before any job."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+
+
+# The smoke configuration shrunk further so the whole DAG runs in a few minutes in CI.
+CI_OVERRIDES = {
+    "data": {"max_train": 96, "max_test": 48},
+    "pretrain": {"epochs": 1},
+    "finetune": {"strategies": {s: {"epochs": 1} for s in ("LSF", "LAF", "FSF", "FAF")}},
+}
+
+
+def workdir_with(tmp: Path, *, smoke: bool = True, params: dict | None = None) -> Path:
+    """A run directory holding params.yaml and config/smoke.yaml (shrunk by CI_OVERRIDES)."""
+    from ascl.config import deep_merge
+
+    (tmp / "config").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "params.yaml", tmp / "params.yaml")
+    smoke_cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    (tmp / "config" / "smoke.yaml").write_text(
+        yaml.safe_dump(deep_merge(smoke_cfg, CI_OVERRIDES), sort_keys=False)
+    )
+    if params is not None:
+        (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp
+
+
+def snakemake(
+    workdir: Path, *args: str, smoke: bool = True, timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "-d", str(workdir)]
+    if smoke:
+        cmd += ["--configfile", str(workdir / "config" / "smoke.yaml")]
+    full_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
+    return subprocess.run(
+        ["timeout", "-s", "KILL", str(timeout), *cmd, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=workdir,
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table."""
+    block = output.split("Job stats:")[1]
+    counts = {}
+    for line in block.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_full_paper_dry_run_lists_every_job(tmp_path):
+    """Full params.yaml: one pre-training per method and seed, one finetuning and one evaluation
+    per (method, strategy, target) row of the tables, one aggregation per table."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["seeds"] = [0, 1]
+    wd = workdir_with(tmp_path, params=params)
+    proc = snakemake(wd, "-n", smoke=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout + proc.stderr)
+    rows = {
+        (r["method"], r["strategy"], r.get("target", "source"))
+        for t in params["paper"].values()
+        for r in t["rows"].values()
+    }
+    assert counts["pretrain"] == len(params["methods"]) * 2
+    assert counts["finetune"] == len(rows) * 2
+    assert counts["evaluate_pgd"] == len(rows) * 2
+    assert counts["table"] == len(params["paper"])
+    assert counts["download"] == 3  # cifar10, stl10, cifar100
+
+
+def test_named_table_target(tmp_path):
+    wd = workdir_with(tmp_path)
+    proc = snakemake(wd, "-n", "table7")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["pretrain"] == 1 and counts["finetune"] == 4 and counts["table"] == 1
+
+
+def test_bad_params_stop_before_any_job(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["pretrain"]["attack"]["eps"] = -1
+    wd = workdir_with(tmp_path, params=params)
+    proc = snakemake(wd, "--cores", "1", smoke=False)
+    assert proc.returncode != 0
+    assert "ascl: error: params: pretrain.attack.eps:" in proc.stderr
+    assert not (wd / "results").exists() and not (wd / "resources").exists()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole smoke DAG, run once for the tests below."""
+    wd = workdir_with(tmp_path_factory.mktemp("smoke"))
+    uri = f"sqlite:///{wd / 'mlflow.db'}"
+    proc = snakemake(wd, "--cores", "2", "--resources", "gpu=2", env={"MLFLOW_TRACKING_URI": uri})
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return wd, uri
+
+
+def test_smoke_dag_outputs(smoke_run):
+    wd, _ = smoke_run
+    params = yaml.safe_load((wd / "params.yaml").read_text())
+    for table in params["paper"]:
+        md = (wd / "results" / "paper" / f"{table}.md").read_text()
+        rows = [line.split("|")[1].strip() for line in md.splitlines()[4:]]
+        assert rows == list(params["paper"][table]["rows"])  # every row, in the paper's order
+    summary = json.loads((wd / "results" / "metrics.json").read_text())
+    assert set(summary) == set(params["paper"])
+    m = json.loads((wd / "results/evaluate/ascl/LAF/source/seed0/pgd.json").read_text())
+    assert 0 <= m["ra_pgd_eps16"] <= m["ra_pgd_eps8"] <= m["sa"] <= 100
+    assert m["n_test"] == 48
+    assert (wd / "checkpoints/pretrain/ascl/seed0/epoch-1.pt").exists()
+
+
+def test_smoke_run_tree_in_mlflow(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    wd, uri = smoke_run
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ascl-smoke")
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    by_id = {r.info.run_id: r for r in runs}
+    pre_id = (wd / "results/pretrain/ascl/seed0/run_id.txt").read_text().strip()
+    ft_id = (wd / "results/finetune/ascl/LAF/source/seed0/run_id.txt").read_text().strip()
+    assert by_id[ft_id].data.tags["mlflow.parentRunId"] == pre_id
+    evals = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == ft_id]
+    assert len(evals) == 1 and "sa" in evals[0].data.metrics
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert by_id[pre_id].data.tags["rule"] == "pretrain"
+    assert by_id[pre_id].data.tags["wildcards"] == "method=ascl,seed=0"
+
+
+def test_smoke_rerun_does_nothing(smoke_run):
+    wd, uri = smoke_run
+    proc = snakemake(wd, "--cores", "2", "-n", env={"MLFLOW_TRACKING_URI": uri})
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_params_change_reruns_only_affected_jobs(smoke_run):
+    """A pre-training switch of one method marks exactly that method's jobs as outdated."""
+    wd, _ = smoke_run
+    override = wd / "config" / "change.yaml"
+    override.write_text("methods:\n  ascl-same-bn: {lambda_cl: 0.3}\n")
+    proc = snakemake(wd, "-n", "--configfile", str(wd / "config" / "smoke.yaml"), str(override))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["pretrain"] == 1 and counts["finetune"] == 1 and counts["evaluate_pgd"] == 1
+    assert counts["table"] == 1  # only table 8 uses ascl-same-bn
