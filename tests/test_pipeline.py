@@ -11,7 +11,6 @@ from mlflow.tracking import MlflowClient
 from ascl import checkpoint, config
 from ascl.cli import main
 from ascl.engine import NonFiniteLossError
-from ascl.evaluate import run_evaluate
 from ascl.finetune import load_classifier, run_finetune
 from ascl.pretrain import load_pretrained, run_pretrain
 from ascl.tracking import tracking_uri

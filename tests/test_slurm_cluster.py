@@ -266,3 +266,30 @@ def test_user_profile_resources_from_env(
             assert item in line, line
         for item in absent:
             assert item not in line, line
+
+
+@pytest.mark.slurm
+def test_pipeline_slice_runs_through_slurm(slurm_cluster: dict[str, str], tmp_path: Path) -> None:
+    """Table 8 of the smoke DAG through sbatch: two pre-trainings, their finetunings and
+    evaluations run as SLURM jobs (downloads and aggregation stay local), outputs are right."""
+    from tests.test_workflow import workdir_with
+
+    wd = workdir_with(tmp_path)
+    result = run_snakemake_slurm(
+        wd,
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "--configfile",
+        str(wd / "config" / "smoke.yaml"),
+        "table8",
+        timeout=600,
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}"},
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    job_ids = re.findall(r"submitted with SLURM jobid (\d+)", result.stdout)
+    assert len(job_ids) == 6, result.stdout[-3000:]  # 2 pretrain + 2 finetune + 2 evaluate
+    logs = wd / ".snakemake" / "slurm_logs"
+    for rule, n in (("pretrain", 2), ("finetune", 2), ("evaluate_pgd", 2)):
+        assert len(list((logs / f"rule_{rule}").rglob("*.log"))) == n, sorted(logs.rglob("*"))
+    table = (wd / "results" / "paper" / "table8.md").read_text()
+    assert "Same BN / ASCL" in table and "Separated BN / ASCL" in table

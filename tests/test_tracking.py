@@ -3,6 +3,7 @@ nothing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -67,13 +68,17 @@ WRITER = textwrap.dedent(
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
-    """8 processes log to one SQLite store at once; every metric of every run arrives."""
+    """8 processes start at once on a store that does not exist yet (so they race to create
+    and migrate it) and log to it; every metric of every run arrives."""
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, str(i)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         for i in range(8)
     ]
@@ -82,7 +87,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-2000:]
         run_ids.append(out.strip().splitlines()[-1])
-    client = MlflowClient(tracking_uri())
+    client = MlflowClient(uri)
     for run_id in run_ids:
         assert client.get_run(run_id).info.status == "FINISHED"
         history = client.get_metric_history(run_id, "m")

@@ -27,6 +27,25 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Serialise first access to a SQLite store across processes: MLflow creates and migrates
+    the schema on first use, and two jobs doing that at once corrupt the migration."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _retry(fn: Callable[[], T], attempts: int = 8, base_delay: float = 0.2) -> T:
     for attempt in range(attempts):
         try:
@@ -118,18 +137,15 @@ class Run:
         from mlflow.tracking import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-        self._client = MlflowClient(tracking_uri())
-        client = self._client
-        exp = _retry(lambda: client.get_experiment_by_name(self.experiment))
-        if exp is None:
-            try:
+        uri = tracking_uri()
+        with _store_lock(uri):
+            self._client = MlflowClient(uri)
+            client = self._client
+            exp = _retry(lambda: client.get_experiment_by_name(self.experiment))
+            if exp is None:
                 exp_id = _retry(lambda: client.create_experiment(self.experiment))
-            except Exception:  # noqa: BLE001 - created concurrently by another job
-                exp_id = _retry(
-                    lambda: client.get_experiment_by_name(self.experiment)
-                ).experiment_id
-        else:
-            exp_id = exp.experiment_id
+            else:
+                exp_id = exp.experiment_id
         tags = {MLFLOW_RUN_NAME: self.name, "git_commit": git_commit(), **self.tags}
         if self.parent_run_id:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id

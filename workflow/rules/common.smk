@@ -18,11 +18,31 @@ SEEDS = config["seeds"]
 SRC = Path(workflow.basedir).parent / "src" / "ascl"
 # Python modules each job kind runs; their content hash is a param, so code changes rerun jobs.
 CODE = {
-    "download": ["data/__init__.py", "data/download.py", "data/formats.py", "data/offline.py"],
-    "pretrain": ["pretrain.py", "objectives.py", "losses.py", "attacks.py", "models.py",
-                 "augment.py", "engine.py", "checkpoint.py"],
-    "finetune": ["finetune.py", "losses.py", "attacks.py", "models.py", "augment.py",
-                 "engine.py", "checkpoint.py"],
+    "download": [
+        "data/__init__.py",
+        "data/download.py",
+        "data/formats.py",
+        "data/offline.py",
+    ],
+    "pretrain": [
+        "pretrain.py",
+        "objectives.py",
+        "losses.py",
+        "attacks.py",
+        "models.py",
+        "augment.py",
+        "engine.py",
+        "checkpoint.py",
+    ],
+    "finetune": [
+        "finetune.py",
+        "losses.py",
+        "attacks.py",
+        "models.py",
+        "augment.py",
+        "engine.py",
+        "checkpoint.py",
+    ],
     "evaluate": ["evaluate.py", "attacks.py", "models.py", "losses.py"],
     "table": ["report.py"],
 }
@@ -55,11 +75,15 @@ def target_file(wildcards):
 
 
 def pretrain_json(wildcards):
-    return ascl_config.settings_json(ascl_config.pretrain_settings(config, wildcards.method))
+    return ascl_config.settings_json(
+        ascl_config.pretrain_settings(config, wildcards.method)
+    )
 
 
 def finetune_json(wildcards):
-    return ascl_config.settings_json(ascl_config.finetune_settings(config, wildcards.strategy))
+    return ascl_config.settings_json(
+        ascl_config.finetune_settings(config, wildcards.strategy)
+    )
 
 
 def evaluate_json(wildcards):
@@ -86,7 +110,9 @@ def table_inputs(wildcards):
     rows = config["paper"][wildcards.table]["rows"].values()
     return sorted(
         {
-            pgd_metrics_path(r["method"], r["strategy"], r.get("target", "source"), seed)
+            pgd_metrics_path(
+                r["method"], r["strategy"], r.get("target", "source"), seed
+            )
             for r in rows
             for seed in SEEDS
         }
@@ -111,6 +137,10 @@ def all_targets():
 
 
 # The package is run by the interpreter that runs the workflow (it imports ascl above).
+# Lint notes, kept on purpose: (1) "uses variable ASCL/JOB_ENV from outside of the rule": the
+# interpreter path and thread count are not results' inputs; as params they would rerun every
+# job when the environment moves. (2) "specify a conda environment or container": the software
+# is the project's pinned virtual environment (pyproject.toml), shared by every rule.
 ASCL = f"{shlex.quote(sys.executable)} -m ascl"
 # Environment of every training/evaluation job: its MLflow experiment and CPU thread count.
 JOB_ENV = (

@@ -5,11 +5,11 @@ localrules:
 rule download:
     output:
         dataset_file("{dataset}"),
+    log:
+        "logs/download/{dataset}.log",
     params:
         url=lambda wc: config["data"].get("urls", {}).get(wc.dataset, ""),
         code=code_hash("download"),
-    log:
-        "logs/download/{dataset}.log",
     shell:
         "{ASCL} download {wildcards.dataset} --out {output} "
         "$( [ -n '{params.url}' ] && echo --url '{params.url}' ) > {log} 2>&1"

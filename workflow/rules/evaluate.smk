@@ -5,18 +5,19 @@ rule evaluate_pgd:
         data=target_file,
     output:
         metrics="results/evaluate/{method}/{strategy}/{target}/seed{seed}/pgd.json",
-    params:
-        settings=evaluate_json,
-        code=code_hash("evaluate"),
+    log:
+        "logs/evaluate/{method}/{strategy}/{target}/seed{seed}/pgd.log",
     resources:
         gpu=res("evaluate", "gpu"),
         runtime=res("evaluate", "runtime"),
         mem_mb=res("evaluate", "mem_mb"),
         cpus_per_task=res("evaluate", "cpus_per_task"),
-    log:
-        "logs/evaluate/{method}/{strategy}/{target}/seed{seed}/pgd.log",
+    params:
+        settings=evaluate_json,
+        code=code_hash("evaluate"),
     shell:
-        JOB_ENV + " {ASCL} evaluate --settings {params.settings:q} --seed {wildcards.seed} "
+        JOB_ENV
+        + " {ASCL} evaluate --settings {params.settings:q} --seed {wildcards.seed} "
         "--model {input.model} --parent-run-id $(cat {input.parent}) --data {input.data} "
         "--out {output.metrics} --tag rule=evaluate_pgd "
         "--tag wildcards=method={wildcards.method},strategy={wildcards.strategy},"

@@ -6,19 +6,20 @@ rule finetune:
     output:
         model="results/finetune/{method}/{strategy}/{target}/seed{seed}/model.pt",
         run_id="results/finetune/{method}/{strategy}/{target}/seed{seed}/run_id.txt",
-    params:
-        settings=finetune_json,
-        code=code_hash("finetune"),
-        ckpt_dir="checkpoints/finetune/{method}/{strategy}/{target}/seed{seed}",
+    log:
+        "logs/finetune/{method}/{strategy}/{target}/seed{seed}.log",
     resources:
         gpu=res("finetune", "gpu"),
         runtime=res("finetune", "runtime"),
         mem_mb=res("finetune", "mem_mb"),
         cpus_per_task=res("finetune", "cpus_per_task"),
-    log:
-        "logs/finetune/{method}/{strategy}/{target}/seed{seed}.log",
+    params:
+        settings=finetune_json,
+        code=code_hash("finetune"),
+        ckpt_dir="checkpoints/finetune/{method}/{strategy}/{target}/seed{seed}",
     shell:
-        JOB_ENV + " {ASCL} finetune --settings {params.settings:q} --seed {wildcards.seed} "
+        JOB_ENV
+        + " {ASCL} finetune --settings {params.settings:q} --seed {wildcards.seed} "
         "--encoder {input.encoder} --parent-run-id $(cat {input.parent}) --data {input.data} "
         "--out {output.model} --ckpt-dir {params.ckpt_dir} --run-id-out {output.run_id} "
         "--tag rule=finetune --tag target={wildcards.target} "

@@ -8,13 +8,11 @@ rule table:
     output:
         md="results/paper/{table}.md",
         csv="results/paper/{table}.csv",
-    params:
-        spec=lambda wc: ascl_config.settings_json(
-            table_spec(wc.table)
-        ),
-        code=code_hash("table"),
     log:
         "logs/paper/{table}.log",
+    params:
+        spec=lambda wc: ascl_config.settings_json(table_spec(wc.table)),
+        code=code_hash("table"),
     shell:
         "{ASCL} table --spec {params.spec:q} --results results --out-md {output.md} "
         "--out-csv {output.csv} > {log} 2>&1"
