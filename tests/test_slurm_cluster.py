@@ -277,11 +277,11 @@ def test_pipeline_slice_runs_through_slurm(slurm_cluster: dict[str, str], tmp_pa
     wd = workdir_with(tmp_path)
     result = run_snakemake_slurm(
         wd,
+        "table8",
         "-s",
         str(REPO / "workflow" / "Snakefile"),
         "--configfile",
         str(wd / "config" / "smoke.yaml"),
-        "table8",
         timeout=600,
         env={"MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}"},
     )
