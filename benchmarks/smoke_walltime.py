@@ -33,9 +33,19 @@ def main() -> int:
         shutil.copy(REPO / "params.yaml", wd / "params.yaml")
         shutil.copy(REPO / "config" / "smoke.yaml", wd / "config" / "smoke.yaml")
         bin_dir = Path(sys.executable).parent
-        cmd = [str(bin_dir / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "-d",
-               str(wd), "--configfile", str(wd / "config" / "smoke.yaml"), "--cores",
-               str(args.cores), "--resources", f"gpu={args.cores}"]
+        cmd = [
+            str(bin_dir / "snakemake"),
+            "-s",
+            str(REPO / "workflow" / "Snakefile"),
+            "-d",
+            str(wd),
+            "--configfile",
+            str(wd / "config" / "smoke.yaml"),
+            "--cores",
+            str(args.cores),
+            "--resources",
+            f"gpu={args.cores}",
+        ]
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}"}
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True)
@@ -44,8 +54,10 @@ def main() -> int:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
         jobs = Counter(re.findall(r"^rule (\w+):", proc.stderr + proc.stdout, re.M))
-    print(f"smoke DAG on {args.cores} cores: {wall:.0f} s wall "
-          f"({wall / GOAL_S:.2f} x the {GOAL_S:.0f} s goal: {'met' if wall <= GOAL_S else 'missed'})")
+    print(
+        f"smoke DAG on {args.cores} cores: {wall:.0f} s wall "
+        f"({wall / GOAL_S:.2f} x the {GOAL_S:.0f} s goal: {'met' if wall <= GOAL_S else 'missed'})"
+    )
     for rule, n in sorted(jobs.items()):
         print(f"  {rule:<16} {n:>3} jobs")
     return 0

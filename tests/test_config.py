@@ -161,9 +161,9 @@ def test_method_pretrain_overrides(smoke_params):
     p = config.deep_merge(smoke_params, {"methods": {"ascl-at": {"pretrain": {"epochs": 9}}}})
     config.validate_params(p)
     assert config.pretrain_settings(p, "ascl-at")["train"]["epochs"] == 9
-    assert config.pretrain_settings(p, "ascl")["train"]["epochs"] == smoke_params["pretrain"][
-        "epochs"
-    ]
+    assert (
+        config.pretrain_settings(p, "ascl")["train"]["epochs"] == smoke_params["pretrain"]["epochs"]
+    )
 
 
 def test_grid_from_tables(smoke_params):
