@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from ascl import checkpoint
 from ascl.tracking import Run
 
+# Convolution weights in NHWC: the same math, ~1.3x faster training steps on CPU (benchmarks/).
+CHANNELS_LAST = torch.channels_last
 StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
 
 

@@ -17,7 +17,7 @@ from ascl import checkpoint
 from ascl.attacks import model_mode, pgd
 from ascl.augment import AugmentConfig, weak_view
 from ascl.data import load_dataset
-from ascl.engine import fit, resolve_device, subset
+from ascl.engine import CHANNELS_LAST, fit, resolve_device, subset
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, ResNet18Encoder
 from ascl.objectives import AttackConfig
@@ -94,7 +94,7 @@ def run_finetune(
     x, y = x.to(device), y.to(device)
     linear = settings["params"] == "linear"
     model = build_classifier(pre.encoder, ds.num_classes, settings["eval_branch"], linear)
-    model = model.to(device)
+    model = model.to(device, memory_format=CHANNELS_LAST)
 
     def set_train_mode() -> None:
         model.train()

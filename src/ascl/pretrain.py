@@ -9,7 +9,7 @@ import torch
 from ascl import checkpoint
 from ascl.augment import AugmentConfig, simclr_view, weak_view
 from ascl.data import load_dataset
-from ascl.engine import fit, resolve_device, subset
+from ascl.engine import CHANNELS_LAST, fit, resolve_device, subset
 from ascl.models import PretrainNet
 from ascl.objectives import ASCLObjective, AttackConfig, ascl_terms
 from ascl.tracking import Run, file_hash, params_hash, source_hash
@@ -75,7 +75,7 @@ def run_pretrain(
     ds = load_dataset(data)
     x, y = subset(ds.x_train, ds.y_train, settings["data"]["max_train"], seed=0)
     x, y = x.to(device), y.to(device)
-    model = build_pretrain_net(settings, ds.num_classes).to(device)
+    model = build_pretrain_net(settings, ds.num_classes).to(device, memory_format=CHANNELS_LAST)
     generator = torch.Generator().manual_seed(seed)
     train = settings["train"]
     name = f"pretrain/{settings['method']}/seed{seed}"
