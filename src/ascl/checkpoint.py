@@ -8,6 +8,7 @@ A training run keeps its newest checkpoints; if the newest is unreadable the pre
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -42,18 +43,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def save(obj: Any, path: str | Path) -> None:
     """torch.save `obj` atomically. Keep objects to tensors, numbers, strings, lists and dicts."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
