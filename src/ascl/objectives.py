@@ -95,11 +95,11 @@ def ascl_terms(
         return nt_xent_loss(z[:n], z[n:], tau)
 
     views = torch.cat([view1, view2])
-    z_view1 = (
-        model.project(view1, "clean")
-        if use_ascl or (obj.attack_source == "label_free" and use_at)
-        else None
-    )
+    # Clean projection of view 1: a training target of the ASCL term (with gradient) and the
+    # reference of the label-free attack; without the ASCL term no graph is kept for it.
+    needs_view1 = use_ascl or (obj.attack_source == "label_free" and use_at)
+    with torch.set_grad_enabled(use_ascl and torch.is_grad_enabled()):
+        z_view1 = model.project(view1, "clean") if needs_view1 else None
 
     x_at = x_cl = x_ascl = None
     if obj.attack_source == "ensemble":
