@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results directory")
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
+    p.add_argument("--published", help="published numbers (default: the packaged transcription)")
+    p.add_argument(
+        "--partial", action="store_true", help="mark rows without metrics files 'not computed'"
+    )
 
     p = sub.add_parser("summary", help="collect table CSVs into one metrics JSON (DVC)")
     p.add_argument("tables", nargs="+", help="table CSV files")
@@ -140,7 +144,10 @@ def run(args: argparse.Namespace) -> None:
             spec = json.loads(args.spec)
         except json.JSONDecodeError as err:
             raise config.ParamsError(f"--spec: not valid JSON ({err.msg})") from None
-        write_table(spec, args.results, args.out_md, args.out_csv)
+        from ascl.report import load_published
+
+        published = load_published(args.published) if args.published else None
+        write_table(spec, args.results, args.out_md, args.out_csv, published, args.partial)
         return
     if args.command == "summary":
         from ascl.checkpoint import atomic_write_text
