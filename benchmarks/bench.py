@@ -27,6 +27,18 @@ REPO_ROOT = BENCH_DIR.parent
 HARNESS = BENCH_DIR / "harness.py"
 MIB = 1024 * 1024
 GOALS = {"ratio_cpu": 1.5, "snakemake_dry_run_s": 3.0, "cli_help_s": 2.0}
+PAPER_TEST_IMAGES = 10_000  # CIFAR-10 test set: PGD-20 evaluation of one model at one eps
+# Dense (no sparsity) peak tensor-core TFLOP/s from NVIDIA's datasheets, for model FLOPs
+# utilisation: (bf16, tf32). fp32 convolutions run as TF32 (torch.backends.cudnn.allow_tf32 is
+# on by default). First match of the device name wins; others need --gpu-peak-tflops.
+GPU_PEAK_TFLOPS = (
+    ("H100 PCIe", (756.0, 378.0)),
+    ("H100 NVL", (835.0, 418.0)),
+    ("H100", (989.4, 494.7)),
+    ("H200 NVL", (835.0, 418.0)),
+    ("H200", (989.4, 494.7)),
+    ("A100", (312.0, 156.0)),
+)
 OMP_POLICY = {"value": "PASSIVE"}
 LOSS_TOLERANCE = 1e-5
 GRAD_TOLERANCE = 1e-4
@@ -193,7 +205,8 @@ def training(args: argparse.Namespace) -> dict[str, Any]:
     }
     for r in range(args.rounds):
         for variant in ("reference", "ours"):
-            res = run_worker({**base, "variant": variant}, timeout=900)
+            count = variant == "ours" and r == 0  # one extra, untimed step under FlopCounterMode
+            res = run_worker({**base, "variant": variant, "count_flops": count}, timeout=900)
             if "error" in res:
                 print(f"{variant} round {r + 1}: FAILED: {res['error']}")
                 continue
@@ -238,6 +251,15 @@ def training(args: argparse.Namespace) -> dict[str, Any]:
             f"reference DataLoader workers: largest peak RSS "
             f"{summary['reference']['workers_peak_rss_mib']:.0f} MiB each (not in the table)"
         )
+    flops = summary.get("ours", {}).get("flops_per_step")
+    if flops is not None:
+        achieved = flops / summary["ours"]["step_s_median"]
+        print(
+            f"ours: {flops / 1e9:.1f} GFLOP per step (FlopCounterMode: every attack and loss "
+            f"forward/backward as executed), {achieved / 1e9:.1f} GFLOP/s at the median step; "
+            f"precision {'bf16' if results['ours'][0]['bf16'] else 'fp32'} "
+            "(pretrain.precision: auto = fp32 on CPU)"
+        )
     ratio = summary.get("ratio")
     if ratio is not None:
         verdict = "PASS" if ratio >= GOALS["ratio_cpu"] else "FAIL"
@@ -270,6 +292,9 @@ def summarize(results: dict[str, list[dict]], batch: int) -> dict[str, Any]:
         }
         if "cuda_max_allocated_bytes" in runs[0]:
             entry["cuda_max_allocated_mib"] = max(r["cuda_max_allocated_bytes"] for r in runs) / MIB
+        flops = [r["flops_per_step"] for r in runs if "flops_per_step" in r]
+        if flops:
+            entry["flops_per_step"] = flops[0]
         out[variant] = entry
     if "reference" in out and "ours" in out:
         out["ratio"] = out["ours"]["images_per_s"] / out["reference"]["images_per_s"]
@@ -277,18 +302,28 @@ def summarize(results: dict[str, list[dict]], batch: int) -> dict[str, Any]:
     return out
 
 
-def evaluation(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    section(f"Evaluation throughput on CPU (classifier: ResNet-18 width {args.eval_width})")
-    state = tmp / "classifier.pt"
+def evaluation(
+    args: argparse.Namespace,
+    tmp: Path,
+    device: str = "cpu",
+    width: int | None = None,
+    sizes: tuple[int, int, int] | None = None,
+) -> dict[str, Any]:
+    """PGD-20 and AutoAttack throughput; sizes = (PGD images, PGD batch, AutoAttack images)."""
+    width = width or args.eval_width
+    n_pgd, pgd_batch, n_aa = sizes or (args.pgd_images, args.pgd_batch, args.aa_images)
+    where = "CPU" if device == "cpu" else device
+    section(f"Evaluation throughput on {where} (classifier: ResNet-18 width {width}, fp32)")
+    state = tmp / f"classifier-{device.replace(':', '')}.pt"
     pgd = run_worker(
         {
             "kind": "eval",
-            "device": "cpu",
-            "width": args.eval_width,
+            "device": device,
+            "width": width,
             "train_images": 512,
             "train_steps": args.eval_train_steps,
-            "n_pgd": args.pgd_images,
-            "pgd_batch": args.pgd_batch,
+            "n_pgd": n_pgd,
+            "pgd_batch": pgd_batch,
             "save": str(state),
         },
         timeout=600,
@@ -313,10 +348,10 @@ def evaluation(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         aa = run_worker(
             {
                 "kind": "autoattack",
-                "device": "cpu",
-                "width": args.eval_width,
-                "n_aa": args.aa_images,
-                "aa_batch": args.aa_images,
+                "device": device,
+                "width": width,
+                "n_aa": n_aa,
+                "aa_batch": min(n_aa, pgd_batch),
                 "load": str(state),
             },
             timeout=args.aa_timeout,
@@ -353,10 +388,17 @@ def evaluation(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )
         )
     if "error" not in pgd:
+        projected = PAPER_TEST_IMAGES / pgd["pgd_images_per_s"]
+        pgd["projected_10k_s"] = projected
+        print(
+            f"PGD-{pgd['pgd_steps']} on {PAPER_TEST_IMAGES} test images (one eps): "
+            f"{projected:.0f} s ({projected / 60:.1f} min) projected from "
+            f"{pgd['pgd_images_per_s']:.1f} images/s on {pgd['pgd_images']} images."
+        )
         print(
             f"classifier: {pgd['classifier_train_steps']} Adam steps (batch 64) of clean CE on "
             "separable synthetic data, then BN statistics recalibrated "
-            f"({pgd['classifier_train_s']:.1f} s, not timed above)."
+            f"({pgd['classifier_train_s']:.1f} s, not timed above). Evaluation never autocasts."
         )
     if "error" not in aa:
         for line in aa["log"]:
@@ -401,7 +443,14 @@ def gpu_fast_paths() -> list[str]:
     return [w for w in words if w in text]
 
 
-def gpu(args: argparse.Namespace) -> dict[str, Any]:
+def peak_tflops(name: str, override: float | None) -> tuple[float, float] | None:
+    """(bf16, tf32) dense peak TFLOP/s of a GPU by name; override sets both."""
+    if override:
+        return override, override
+    return next((peak for key, peak in GPU_PEAK_TFLOPS if key in name), None)
+
+
+def gpu(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     section("GPU training step")
     import torch
 
@@ -414,8 +463,8 @@ def gpu(args: argparse.Namespace) -> dict[str, Any]:
     have = f"src/ascl uses {', '.join(fast)}" if fast else "ascl has no GPU fast path of its own"
     print(
         f"device {name}; batch {args.gpu_batch}, ResNet-18 width {args.gpu_width}, "
-        f"PGD-{args.attack_steps}. {have}; 'ours_bf16' wraps our step in "
-        "torch.autocast(bfloat16) from outside."
+        f"PGD-{args.attack_steps}. {have}. 'ours' runs as ascl.engine.fit does (channels_last, "
+        "pretrain.precision: auto = bf16 autocast on CUDA); 'ours_fp32' forces fp32."
     )
     base = {
         "kind": "train",
@@ -427,38 +476,99 @@ def gpu(args: argparse.Namespace) -> dict[str, Any]:
         "attack_steps": args.attack_steps,
         "workers": args.gpu_ref_workers,
     }
+    variants = ("reference", "ours", "ours_fp32")
     results: dict[str, list[dict]] = {}
-    for variant in ("reference", "ours", "ours_bf16"):
-        res = run_worker({**base, "variant": variant}, timeout=900)
+    for variant in variants:
+        spec = {**base, "variant": variant, "count_flops": variant != "reference"}
+        res = run_worker(spec, timeout=900)
         if "error" in res:
             print(f"{variant}: FAILED: {res['error']}")
             continue
         results[variant] = [res]
     summary = summarize(results, args.gpu_batch)
+    peaks = peak_tflops(name, args.gpu_peak_tflops)
     rows = []
-    for variant in ("reference", "ours", "ours_bf16"):
+    for variant in variants:
         s = summary.get(variant)
-        if s:
-            ref = summary.get("reference")
-            ratio = s["images_per_s"] / ref["images_per_s"] if ref else float("nan")
-            rows.append(
-                [
-                    variant,
-                    s["images_per_s"],
-                    s["step_s_median"],
-                    ratio,
-                    s.get("cuda_max_allocated_mib", float("nan")),
-                    s["peak_rss_mib"],
-                ]
-            )
-    print(
-        table(
-            ["variant", "images/s", "step s", "vs reference", "max alloc MiB", "peak RSS MiB"],
-            rows,
+        if not s:
+            continue
+        ref = summary.get("reference")
+        bf16 = results[variant][0].get("bf16", False)
+        tflops = mfu = float("nan")
+        if "flops_per_step" in s:
+            tflops = s["flops_per_step"] / s["step_s_median"] / 1e12
+            if peaks:
+                mfu = 100 * tflops / peaks[0 if bf16 else 1]
+            s["tflops"], s["mfu_pct"] = tflops, mfu
+        rows.append(
+            [
+                variant,
+                "-" if variant == "reference" else ("bf16" if bf16 else "fp32"),
+                s["images_per_s"],
+                s["step_s_median"],
+                s["images_per_s"] / ref["images_per_s"] if ref else float("nan"),
+                s.get("cuda_max_allocated_mib", float("nan")),
+                s["peak_rss_mib"],
+                s.get("flops_per_step", float("nan")) / 1e12,
+                tflops,
+                mfu,
+            ]
         )
+    headers = ["variant", "precision", "images/s", "step s", "vs reference", "max alloc MiB"]
+    headers += ["peak RSS MiB", "TFLOP/step", "TFLOP/s", "MFU %"]
+    print(table(headers, rows))
+    peak_note = (
+        f"MFU = TFLOP/s / dense peak ({peaks[0]:g} bf16, {peaks[1]:g} TF32 TFLOP/s)"
+        if peaks
+        else "MFU: peak of this GPU unknown, give --gpu-peak-tflops"
     )
-    print(f"reference DataLoader num_workers={args.gpu_ref_workers}.")
-    return {"device": name, "src_fast_paths": fast, "runs": results, "summary": summary}
+    print(
+        f"reference DataLoader num_workers={args.gpu_ref_workers}. TFLOP/step: FlopCounterMode "
+        f"on one step of ours (attacks and losses, forward and backward, as executed). "
+        f"{peak_note}."
+    )
+    out: dict[str, Any] = {"device": name, "src_fast_paths": fast, "runs": results}
+    # bf16 vs fp32: speed and memory from the two runs above, agreement on one fixed batch.
+    agree = run_worker(
+        {
+            "kind": "precision",
+            "device": device,
+            "width": args.gpu_width,
+            "batch": 64,
+            "attack_steps": args.attack_steps,
+        },
+        timeout=600,
+    )
+    out["precision"] = agree
+    fast_s, slow_s = summary.get("ours"), summary.get("ours_fp32")
+    speed = "speed n/a"
+    if fast_s and slow_s:
+        prec = "bf16" if results["ours"][0].get("bf16") else "fp32"
+        speed = (
+            f"ours ({prec}) / ours_fp32: {fast_s['images_per_s'] / slow_s['images_per_s']:.2f}x "
+            f"images/s, max alloc {fast_s.get('cuda_max_allocated_mib', float('nan')):.0f} vs "
+            f"{slow_s.get('cuda_max_allocated_mib', float('nan')):.0f} MiB"
+        )
+    if "error" in agree:
+        print(f"bf16 vs fp32: {speed}; agreement FAILED: {agree['error']}")
+    else:
+        exact, pgd = agree["cases"]["no_attack"], agree["cases"]["pgd"]
+        print(
+            f"bf16 vs fp32: {speed}. One batch of {agree['batch']}, same weights and random "
+            f"starts: loss terms within {max(exact['rel_diff'].values()):.1e} without attack "
+            f"and {max(pgd['rel_diff'].values()):.1e} after PGD-{pgd['steps']}; parameter "
+            f"gradients (no attack) ‖Δg‖/‖g‖ {exact['grad_rel_diff']:.2f}, cosine "
+            f"{exact['grad_cosine']:.3f}. Tolerances: tests/test_precision.py (2e-2, 5e-2, 0.5)."
+        )
+    out["summary"] = summary
+    out["evaluation"] = evaluation(
+        args,
+        tmp,
+        device=device,
+        width=args.gpu_width,
+        sizes=(args.gpu_pgd_images, args.gpu_pgd_batch, args.gpu_aa_images),
+    )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,6 +598,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpu-steps", type=int, default=10)
     p.add_argument("--gpu-warmup", type=int, default=3)
     p.add_argument("--gpu-ref-workers", type=int, default=2)
+    p.add_argument("--gpu-pgd-images", type=int, help="PGD-20 images on GPU (10000; quick 1024)")
+    p.add_argument("--gpu-pgd-batch", type=int, default=512)
+    p.add_argument("--gpu-aa-images", type=int, help="AutoAttack images on GPU (512; quick 128)")
+    p.add_argument("--gpu-peak-tflops", type=float, help="GPU peak TFLOP/s for MFU (else table)")
     p.add_argument(
         "--omp-wait-policy",
         default="PASSIVE",
@@ -503,6 +617,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "steps": 2 if quick else 3,
         "rounds": 1 if quick else 3,
         "aa_timeout": 90.0 if quick else 150.0,
+        "gpu_pgd_images": 1024 if quick else PAPER_TEST_IMAGES,
+        "gpu_aa_images": 128 if quick else 512,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -557,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             "training_cpu": lambda: training(args),
             "evaluation_cpu": lambda: evaluation(args, Path(tmp)),
             "workflow": lambda: workflow(args),
-            "gpu": lambda: gpu(args),
+            "gpu": lambda: gpu(args, Path(tmp)),
         }
         for name, run in sections.items():
             if args.only is None or name in args.only:

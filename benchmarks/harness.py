@@ -7,9 +7,12 @@ once, so they do not compete for the cores) and collects their results.
 
 Worker kinds (``spec["kind"]``):
 
-* ``train``: training-step throughput of one variant (``ours``, ``ours_bf16``,
-  ``ours_channels_last`` or ``reference``)
-  on one device, data loading and augmentation included;
+* ``train``: training-step throughput of one variant on one device, data loading and
+  augmentation included: ``reference``, ``ours`` (as ``ascl.engine.fit`` runs it: channels_last
+  model, ``pretrain.precision`` from params.yaml, i.e. bf16 autocast on CUDA and fp32 on CPU),
+  ``ours_fp32`` or ``ours_bf16`` (the same with the precision forced; ``ours_channels_last`` is
+  an old name of ``ours``); with ``count_flops`` also the FLOPs of one training step;
+* ``precision``: bf16 autocast vs fp32 loss terms and gradients of our step on one fixed batch;
 * ``eval``: trains a small classifier on separable synthetic data for a few steps, then times
   PGD-20 (``ascl.evaluate.robust_accuracy``) and saves the classifier for ``autoattack``;
 * ``autoattack``: AutoAttack (standard, l∞, eps 8/255) on a few images of that classifier;
@@ -163,34 +166,37 @@ def ours_loop(
     batch: int,
     warmup: int,
     steps: int,
-    bf16: bool = False,
+    precision: str | None = None,
     seed: int = 0,
-    channels_last: bool = False,
+    count_flops: bool = False,
 ) -> tuple[list[float], dict[str, float]]:
-    """Our step as `ascl.engine` runs it: index uint8 data on the device, to float, batched
-    augmentation (`ascl.pretrain.make_step`), loss terms, backward, SGD step.
+    """Our step as `ascl.engine.fit` runs it: a channels_last model (as `ascl.pretrain`), index
+    uint8 data on the device, to float, then under bf16 autocast where the precision resolves
+    to it (`resolve_precision`; None = params.yaml's `pretrain.precision`): batched augmentation
+    (`ascl.pretrain.make_step`) and loss terms; then, outside autocast, backward and SGD step.
 
-    channels_last converts the model to channels-last memory format (a candidate speed-up, not
-    what `ascl` does)."""
-    from ascl.engine import epoch_batches, to_float
+    With count_flops, one more (untimed) step runs under `FlopCounterMode`; its total FLOPs
+    (forward and backward of every attack step and of the loss, as executed) come back under
+    "flops_per_step"."""
+    from ascl.engine import CHANNELS_LAST, epoch_batches, resolve_precision, to_float
     from ascl.pretrain import make_step
 
-    model = build_model(settings, seed).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    precision = precision or settings["train"].get("precision", "auto")
+    bf16 = resolve_precision(precision, device)
+    model = build_model(settings, seed).to(device, memory_format=CHANNELS_LAST)
     model.train()
     optimizer = sgd(model, settings)
     step = make_step(settings, model)
-    n = batch * (warmup + steps)
+    n = batch * (warmup + steps + int(count_flops))
     x_all, y_all = synthetic_images(n, seed=seed)
     x_all, y_all = x_all.to(device), y_all.to(device)
     generator = torch.Generator().manual_seed(seed)
     batches = epoch_batches(n, batch, generator)
     times: list[float] = []
     values: dict[str, float] = {}
-    for idx in batches[: warmup + steps]:
-        sync(device)
-        t0 = time.perf_counter()
+
+    def one_step(idx: Tensor) -> None:
+        nonlocal values
         idx = idx.to(device)
         x, y = to_float(x_all[idx]), y_all[idx]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -199,8 +205,21 @@ def ours_loop(
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
+
+    for idx in batches[: warmup + steps]:
+        sync(device)
+        t0 = time.perf_counter()
+        one_step(idx)
         sync(device)
         times.append(time.perf_counter() - t0)
+    values["bf16"] = float(bf16)
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            one_step(batches[warmup + steps])
+        values["flops_per_step"] = float(counter.get_total_flops())
     return times[warmup:], values
 
 
@@ -262,8 +281,8 @@ def train_worker(spec: dict) -> dict[str, Any]:
             spec["batch"],
             spec["warmup"],
             spec["steps"],
-            bf16=variant == "ours_bf16",
-            channels_last=variant == "ours_channels_last",
+            precision={"ours_fp32": "fp32", "ours_bf16": "bf16"}.get(variant),
+            count_flops=spec.get("count_flops", False),
         )
     out: dict[str, Any] = {
         "variant": variant,
@@ -279,7 +298,10 @@ def train_worker(spec: dict) -> dict[str, Any]:
             children_peak_rss_bytes() if variant == "reference" and spec.get("workers", 0) else 0
         ),
         "last_loss": values.get("loss", math.nan),
+        "bf16": bool(values.get("bf16", 0.0)),
     }
+    if "flops_per_step" in values:
+        out["flops_per_step"] = values["flops_per_step"]
     if device.type == "cuda":
         out["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return out
@@ -398,6 +420,56 @@ def agreement_worker(spec: dict) -> dict[str, Any]:
             "same_param_sets": sorted(g_ours) == sorted(g_ref),
         }
     return results
+
+
+def precision_worker(spec: dict) -> dict[str, Any]:
+    """bf16 autocast vs fp32 on `spec["device"]`: `ascl_terms` (params.yaml's ASCL settings) on
+    one fixed batch and fixed weights, without attack (x + δ = x) and with the configured PGD
+    from the same random start; relative differences of each term and ‖Δg‖/‖g‖ of the parameter
+    gradients of the total loss (backward outside autocast, as `ascl.engine.fit`)."""
+    from ascl.engine import CHANNELS_LAST, to_float
+    from ascl.objectives import ASCLObjective, AttackConfig, ascl_terms
+
+    device = torch.device(spec["device"])
+    settings = pretrain_settings(spec["width"])
+    settings["train"]["attack"]["steps"] = spec.get("attack_steps", 5)
+    spec_obj, attack = settings["objective"], settings["train"]["attack"]
+    objective = ASCLObjective(
+        lambda_at=spec_obj["lambda_at"],
+        lambda_cl=spec_obj["lambda_cl"],
+        lambda_ascl=spec_obj["lambda_ascl"],
+        attack_source=spec_obj["attack_source"],
+        temperature=settings["train"]["temperature"],
+    )
+    base = build_model(settings, seed=1).to(device, memory_format=CHANNELS_LAST).train()
+    x_u8, y = synthetic_images(3 * spec["batch"], seed=1)
+    x_all = to_float(x_u8).to(device)
+    x, v1, v2 = x_all.split(spec["batch"])
+    y = y[: spec["batch"]].to(device)
+    cases: dict[str, Any] = {}
+    for name, steps in (("no_attack", 0), ("pgd", attack["steps"])):
+        cfg = AttackConfig(
+            attack["eps"] / 255, attack["alpha"] / 255, steps, steps > 0, attack["train_mode"]
+        )
+        out: dict[bool, tuple[dict[str, float], Tensor]] = {}
+        for bf16 in (False, True):
+            model = copy.deepcopy(base)
+            gen = torch.Generator().manual_seed(7)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                terms = ascl_terms(model, x, v1, v2, y, objective, cfg, gen)
+            terms["loss"].backward()
+            grads = [p.grad.double().flatten() for p in model.parameters() if p.grad is not None]
+            out[bf16] = ({k: float(v.detach()) for k, v in terms.items()}, torch.cat(grads))
+        (fp32, g32), (bf16_terms, g16) = out[False], out[True]
+        cases[name] = {
+            "steps": steps,
+            "fp32": fp32,
+            "bf16": bf16_terms,
+            "rel_diff": {k: abs(bf16_terms[k] - v) / abs(v) for k, v in fp32.items()},
+            "grad_rel_diff": float((g16 - g32).norm() / g32.norm()),
+            "grad_cosine": float(torch.nn.functional.cosine_similarity(g16, g32, dim=0)),
+        }
+    return {"device": str(device), "width": spec["width"], "batch": spec["batch"], "cases": cases}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,6 +626,7 @@ def autoattack_worker(spec: dict) -> dict[str, Any]:
 WORKERS = {
     "train": train_worker,
     "agreement": agreement_worker,
+    "precision": precision_worker,
     "eval": eval_worker,
     "autoattack": autoattack_worker,
 }

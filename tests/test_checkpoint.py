@@ -68,3 +68,16 @@ def test_load_latest_of_empty_dir(tmp_path):
 def test_missing_checkpoint_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         checkpoint.load(tmp_path / "nope.pt")
+
+
+def test_atomic_write_honours_umask(tmp_path):
+    import os
+    import stat
+
+    from ascl.checkpoint import atomic_write_text
+
+    path = tmp_path / "out.json"
+    atomic_write_text(path, "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

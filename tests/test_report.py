@@ -182,3 +182,12 @@ def test_published_transcription_covers_the_paper():
     assert published["table1"]["ASCL"] == {"ra_pgd_eps8": 53.09, "ra_aa": 45.70, "sa": 81.67}
     assert published["table6"]["Ensemble"]["ra_pgd_eps16"] == 23.01
     assert "ASCL" not in published["table2"]["ASCL"]  # the diagonal is not reported
+
+
+def test_html_page(tmp_path):
+    write_metrics(tmp_path)
+    page = tmp_path / "t.html"
+    write_table(SPEC, tmp_path, tmp_path / "t.md", tmp_path / "t.csv", PUBLISHED, out_html=page)
+    text = page.read_text()
+    assert text.count("<tr>") == 4  # header + 3 rows
+    assert "<td>42.00 ± 2.83</td><td>44.00</td><td>-2.00</td>" in text

@@ -270,8 +270,9 @@ def test_user_profile_resources_from_env(
 
 @pytest.mark.slurm
 def test_pipeline_slice_runs_through_slurm(slurm_cluster: dict[str, str], tmp_path: Path) -> None:
-    """Table 8 of the smoke DAG through sbatch: two pre-trainings, their finetunings and
-    evaluations run as SLURM jobs (downloads and aggregation stay local), outputs are right."""
+    """Table 8 of the smoke DAG through sbatch: four pre-trainings (ACL and ASCL, same and
+    separated BN), their finetunings and evaluations run as SLURM jobs (downloads and
+    aggregation stay local), outputs are right."""
     from tests.test_workflow import workdir_with
 
     wd = workdir_with(tmp_path)
@@ -287,9 +288,89 @@ def test_pipeline_slice_runs_through_slurm(slurm_cluster: dict[str, str], tmp_pa
     )
     assert result.returncode == 0, result.stdout[-5000:]
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", result.stdout)
-    assert len(job_ids) == 6, result.stdout[-3000:]  # 2 pretrain + 2 finetune + 2 evaluate
+    assert len(job_ids) == 12, result.stdout[-3000:]  # 4 pretrain + 4 finetune + 4 evaluate
     logs = wd / ".snakemake" / "slurm_logs"
-    for rule, n in (("pretrain", 2), ("finetune", 2), ("evaluate_pgd", 2)):
+    for rule, n in (("pretrain", 4), ("finetune", 4), ("evaluate_pgd", 4)):
         assert len(list((logs / f"rule_{rule}").rglob("*.log"))) == n, sorted(logs.rglob("*"))
     table = (wd / "results" / "paper" / "table8.md").read_text()
-    assert "Same BN / ASCL" in table and "Separated BN / ASCL" in table
+    for row in ("Same BN / ACL", "Same BN / ASCL", "Separated BN / ACL", "Separated BN / ASCL"):
+        assert f"| {row} |" in table
+
+
+@pytest.mark.slurm
+def test_requeued_pretraining_resumes_from_checkpoint(
+    slurm_cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """A pre-training job that SLURM requeues (`scontrol requeue`, as on preemption or node
+    failure) after its first checkpoint runs its batch script again, resumes from that
+    checkpoint and ends bit-identical to an uninterrupted local run."""
+    import time
+
+    from ascl.data import prepare_dataset
+    from tests.test_faults import (
+        ENCODER,
+        PRE_CKPT,
+        PRE_LOG,
+        SNAKEFILE,
+        assert_same_weights,
+        fault_fired,
+        inspect_checkpoints,
+        job_env,
+        snakemake,
+        tiny_workdir,
+        write_fault_site,
+    )
+
+    digits = prepare_dataset("digits10", tmp_path / "digits10.npz")
+    wd = tiny_workdir(tmp_path / "run", digits)
+    # the first attempt pauses once epoch-1.pt is written; the requeued one does not rewrite it
+    env = job_env(wd, "pretrain:pause:epoch-1.pt", write_fault_site(tmp_path / "site"))
+    cmd = [
+        *("timeout", "-s", "KILL", "600", sys.executable, "-m", "snakemake", ENCODER),
+        *("--profile", str(TEST_PROFILE), "--directory", str(wd), "-s", str(SNAKEFILE)),
+        *("--configfile", str(wd / "config" / "tiny.yaml")),
+        *("--slurm-init-seconds-before-status-checks", "3"),
+    ]
+    out_file = tmp_path / "snakemake.out"
+    with (
+        open(out_file, "w") as out,
+        subprocess.Popen(cmd, cwd=wd, env=_clean_env(env), stdout=out, stderr=out) as proc,
+    ):
+        try:
+            deadline = time.monotonic() + 300
+            while not fault_fired(wd):
+                assert proc.poll() is None, out_file.read_text()[-5000:]
+                assert time.monotonic() < deadline, "the job never wrote its first checkpoint"
+                time.sleep(0.2)
+            job_id = re.search(r"slurm_job=(\d+)", fault_fired(wd)).group(1)
+            assert inspect_checkpoints(wd / PRE_CKPT) == ([1], [])
+            requeue = subprocess.run(
+                ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=30
+            )
+            assert requeue.returncode == 0, requeue.stderr
+            # SLURM holds a requeued job for the credential lifetime (120 s) before it may start
+            # again; once it is pending, let it start now to keep the test short.
+            while "JobState=PENDING" not in _scontrol_job(job_id):
+                assert proc.poll() is None and time.monotonic() < deadline + 60
+                time.sleep(0.2)
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            # meanwhile, the uninterrupted reference run, locally
+            reference = tiny_workdir(tmp_path / "reference", digits)
+            local = snakemake(reference, ENCODER)
+            assert local.returncode == 0, local.stderr[-3000:]
+            proc.wait(timeout=480)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    output = out_file.read_text()
+    assert proc.returncode == 0, output[-5000:]
+    assert f"submitted with SLURM jobid {job_id}" in output
+    assert re.search(r"Restarts=1\b", _scontrol_job(job_id)), _scontrol_job(job_id)
+    assert "resumed from epoch 1\n" in (wd / PRE_LOG).read_text()
+    assert_same_weights(wd / ENCODER, reference / ENCODER)
+    assert inspect_checkpoints(wd / PRE_CKPT) == ([2, 3], [])

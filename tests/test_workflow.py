@@ -21,9 +21,21 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 
 # The smoke configuration shrunk further so the whole DAG runs in a few minutes in CI.
 CI_OVERRIDES = {
-    "data": {"max_train": 96, "max_test": 48},
+    "data": {"max_train": 64, "max_test": 32},
     "pretrain": {"epochs": 1},
+    "methods": {"advcl": {"pseudo_labels": {"clusters": [2, 4]}}},
     "finetune": {"strategies": {s: {"epochs": 1} for s in ("LSF", "LAF", "FSF", "FAF")}},
+    "evaluate": {
+        "pgd": {"steps": 5},
+        "autoattack": {"n_test": 8, "chunk_size": 8},
+        "blackbox": {"steps": 2},
+        "corruptions": {"severities": [1, 5]},
+        "tsne": {"n_samples": 32, "perplexity": 5},
+        "inversion": {"components": [0, 1], "steps": 3, "n_seeds": 1},
+        "landscape_input": {"points": 3, "n_images": 8},
+        "landscape_weight": {"points": 3, "n_images": 8, "attack": {"steps": 1}},
+        "strength": {"steps": [0, 1, 3], "eps_grid": [0, 8, 16], "fixed_steps": 2},
+    },
 }
 
 
@@ -71,24 +83,58 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def test_full_paper_dry_run_lists_every_job(tmp_path):
-    """Full params.yaml: one pre-training per method and seed, one finetuning and one evaluation
-    per (method, strategy, target) row of the tables, one aggregation per table."""
+    """Full params.yaml with two seeds: one pre-training per method and seed, one finetuning and
+    one PGD evaluation per model the tables and figures name, AutoAttack for the rows of tables
+    showing RA-AA, the black-box matrix, each figure's evaluations (first seed), one aggregation
+    per table and figure."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["seeds"] = [0, 1]
     wd = workdir_with(tmp_path, params=params)
     proc = snakemake(wd, "-n", smoke=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout + proc.stderr)
-    rows = {
-        (r["method"], r["strategy"], r.get("target", "source"))
-        for t in params["paper"].values()
+
+    def key(r):
+        return (r["method"], r["strategy"], r.get("target", "source"))
+
+    tables, figures = params["paper"], params["figures"]
+    table_rows = [r for t in tables.values() for r in t.get("rows", {}).values()]
+    matrix = [r for t in tables.values() for r in t.get("models", {}).values()]
+    fig_models = [r for f in figures.values() for r in f["models"].values()]
+    models = {key(r) for r in table_rows + matrix + fig_models if "method" in r}
+    aa_rows = {
+        key(r)
+        for t in tables.values()
+        if "ra_aa" in t["metrics"]
         for r in t["rows"].values()
+        if "method" in r
     }
-    assert counts["pretrain"] == len(params["methods"]) * 2
-    assert counts["finetune"] == len(rows) * 2
-    assert counts["evaluate_pgd"] == len(rows) * 2
-    assert counts["table"] == len(params["paper"])
+
+    def per_figure(evaluation):
+        return {
+            key(r)
+            for f in figures.values()
+            if f["evaluation"] == evaluation
+            for r in f["models"].values()
+        }
+
+    curves = sum(
+        len(per_figure(e)) for e in ("tsne", "landscape_input", "landscape_weight", "strength")
+    )
+    assert counts["pretrain"] == len({m for m, _, _ in models} | {"simclr"}) * 2
+    assert counts["pretrain"] == len(params["methods"]) * 2  # every method is used somewhere
+    assert counts["pseudo_labels"] == 2  # advcl, per seed
+    assert counts["finetune"] == len(models) * 2
+    assert counts["evaluate_pgd"] == len(models) * 2
+    assert counts["evaluate_autoattack"] == len(aa_rows) * 2
+    assert counts["blackbox_craft"] == counts["blackbox_eval"] == len(matrix) * 2
+    assert counts["evaluate_corruptions"] == len(per_figure("corruptions"))
+    assert counts["evaluate_inversion"] == len(per_figure("inversion"))
+    assert counts["evaluate_curve"] == curves
+    assert counts["table"] == len(tables) == 8
+    assert counts["figure"] == len(figures) == 7
     assert counts["download"] == 3  # cifar10, stl10, cifar100
+    assert counts["download_corruptions"] == 1  # cifar10c
 
 
 def test_named_table_target(tmp_path):
@@ -130,8 +176,37 @@ def test_smoke_dag_outputs(smoke_run):
     assert set(summary) == set(params["paper"])
     m = json.loads((wd / "results/evaluate/ascl/LAF/source/seed0/pgd.json").read_text())
     assert all(0 <= m[k] <= m["sa"] <= 100 for k in ("ra_pgd_eps8", "ra_pgd_eps16"))
-    assert m["n_test"] == 48
+    assert m["n_test"] == 32
     assert (wd / "checkpoints/pretrain/ascl/seed0/epoch-1.pt").exists()
+
+
+def test_smoke_dag_evaluations_and_figures(smoke_run):
+    wd, _ = smoke_run
+    ev = wd / "results/evaluate/ascl/LAF/source/seed0"
+    pgd = json.loads((ev / "pgd.json").read_text())
+    aa = json.loads((ev / "autoattack.json").read_text())
+    assert 0 <= aa["ra_aa"] <= aa["sa"] <= 100 and aa["n_test"] == 8
+    assert pgd["n_test"] == 32
+    bb = json.loads((ev / "blackbox.json").read_text())
+    assert set(bb["ra"]) == {"at/E2E", "acl/FAF", "advcl/LAF"}  # the diagonal is excluded
+    corr = json.loads((ev / "corruptions.json").read_text())
+    assert len(corr["per_corruption"]) == 19
+    for fig in range(1, 8):
+        png = wd / "results" / "paper" / "figures" / f"fig{fig}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    table2 = (wd / "results" / "paper" / "table2.md").read_text()
+    assert "| AT | × |" in table2
+
+
+def test_smoke_html_report(smoke_run):
+    wd, uri = smoke_run
+    proc = snakemake(wd, "--report", "report.html", env={"MLFLOW_TRACKING_URI": uri})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (wd / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000
+    for name in ("table1.html", "table8.html", "fig1.png", "fig7.png"):
+        assert name in html, name
+    assert "offline stand-in" in html
 
 
 def test_smoke_run_tree_in_mlflow(smoke_run):
@@ -146,7 +221,10 @@ def test_smoke_run_tree_in_mlflow(smoke_run):
     ft_id = (wd / "results/finetune/ascl/LAF/source/seed0/run_id.txt").read_text().strip()
     assert by_id[ft_id].data.tags["mlflow.parentRunId"] == pre_id
     evals = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == ft_id]
-    assert len(evals) == 1 and "sa" in evals[0].data.metrics
+    kinds = {r.data.tags["evaluation"] for r in evals}
+    assert {"pgd", "autoattack", "corruptions", "strength", "tsne"} <= kinds, kinds
+    pgd_run = next(r for r in evals if r.data.tags["evaluation"] == "pgd")
+    assert "sa" in pgd_run.data.metrics
     assert all(r.info.status == "FINISHED" for r in runs)
     assert by_id[pre_id].data.tags["rule"] == "pretrain"
     assert by_id[pre_id].data.tags["wildcards"] == "method=ascl,seed=0"

@@ -66,6 +66,8 @@ def pgd(
         for _ in range(steps):
             delta.requires_grad_(True)
             loss = loss_fn(x + delta)
+            # Under bf16 autocast (engine.fit) only the model's matmul/conv ops run in bf16: δ,
+            # x + δ and this gradient (autograd returns it in δ's dtype) stay fp32.
             (grad,) = torch.autograd.grad(loss, delta)
             delta = delta.detach() + alpha * grad.sign()
             delta = delta.clamp(-eps, eps)

@@ -430,3 +430,52 @@ def weak_view(x: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> Tens
     offsets = torch.randint(0, 2 * p + 1, (B, 2), generator=generator, device=generator.device)
     flip = _bernoulli(B, cfg.flip_p, generator)
     return hflip(pad_crop(x, offsets, p), flip)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frequency views
+
+
+def low_frequency_mask(height: int, width: int, radius: float, device=None) -> Tensor:
+    """(H, W) bool, True where a centred (fftshift-ed) spectrum index lies within `radius`.
+
+    Index (i, j) is inside when sqrt((i - H/2)^2 + (j - W/2)^2) < radius, the disc of AdvCL's
+    fr_util.mask_radial (centre H/2, W/2 in index units; the DC term sits at (H//2, W//2)).
+    """
+    i = torch.arange(height, device=device, dtype=torch.float64)[:, None]
+    j = torch.arange(width, device=device, dtype=torch.float64)[None, :]
+    return ((i - height / 2) ** 2 + (j - width / 2) ** 2).sqrt() < radius
+
+
+def high_frequency_view(x: Tensor, radius: float = 8.0) -> Tensor:
+    """High-frequency component (HFC) of each image, AdvCL's extra contrastive view.
+
+    x: (B, C, H, W) float -> (B, C, H, W), same dtype and device. Every channel's 2-D DFT is
+    centred (fftshift), the low frequencies inside `low_frequency_mask(H, W, radius)` (DC
+    included) are set to zero, and the real part of the inverse DFT is returned. The cut-off
+    radius 8 (in spectrum index units, for 32x32 images) is AdvCL's default (Fan et al., 2021,
+    pretraining_advCL.py ``--radius 8`` with fr_util.generate_high). Deterministic, no random
+    numbers. The output is NOT clamped to [0, 1]: without its DC term each channel has zero
+    mean, and AdvCL feeds this signal to the network as it is.
+    """
+    if x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"expected float images of shape (B, C, H, W), got {tuple(x.shape)}")
+    H, W = x.shape[-2:]
+    keep = ~low_frequency_mask(H, W, radius, device=x.device)
+    spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)) * keep
+    return torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real.to(x.dtype)
+
+
+def rotations(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The four rotations of every image, for rotation prediction (Hendrycks et al., 2019).
+
+    x: (B, C, H, W) with H = W -> (images (4B, C, H, W), labels (4B,) int64): block k (rows
+    k·B .. (k+1)·B - 1) holds every image rotated by k·90° (torch.rot90 over dims (2, 3), the
+    direction of np.rot90(axes=(2, 3)) in their adversarial/train.py) and carries label k.
+    """
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"expected square images (B, C, H, H), got {tuple(x.shape)}")
+    B = x.shape[0]
+    images = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
+    labels = torch.arange(4, device=x.device).repeat_interleave(B)
+    return images, labels

@@ -21,12 +21,22 @@ import torch
 CKPT_PATTERN = re.compile(r"^epoch-(\d+)\.pt$")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically (temp file in the same directory + os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -77,19 +87,30 @@ def epoch_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+def _remove_leftovers(ckpt_dir: str | Path) -> None:
+    """Delete the temp files of epoch checkpoints whose write was killed (never loaded; a
+    checkpoint directory belongs to one job at a time)."""
+    for tmp in Path(ckpt_dir).glob(".epoch-*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def save_epoch(state: dict, ckpt_dir: str | Path, epoch: int, keep: int = 2) -> Path:
-    """Write `epoch-<epoch>.pt` atomically and delete all but the newest `keep` checkpoints."""
+    """Write `epoch-<epoch>.pt` atomically and delete all but the newest `keep` checkpoints
+    (and temp files left by killed writes)."""
     path = Path(ckpt_dir) / f"epoch-{epoch}.pt"
     save(state, path)
     for _, old in epoch_checkpoints(ckpt_dir)[keep:]:
         old.unlink(missing_ok=True)
+    _remove_leftovers(ckpt_dir)
     return path
 
 
 def clear_epochs(ckpt_dir: str | Path) -> None:
-    """Delete every epoch checkpoint in ckpt_dir."""
+    """Delete every epoch checkpoint (and leftover temp file) in ckpt_dir."""
     for _, path in epoch_checkpoints(ckpt_dir):
         path.unlink(missing_ok=True)
+    if Path(ckpt_dir).is_dir():
+        _remove_leftovers(ckpt_dir)
 
 
 def load_latest(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> dict | None:

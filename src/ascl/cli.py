@@ -1,4 +1,4 @@
-"""Command line: `ascl download|check|pretrain|finetune|evaluate`.
+"""Command line: `ascl download|check|pretrain|pseudo-labels|finetune|evaluate`.
 
 Each job takes params files (merged in order, validated before anything runs) or, from the
 workflow, the resolved settings of exactly that job as JSON (`--settings`), plus explicit input
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("download", help="download (or build, for offline sets) one data set")
     p.add_argument("name", help="cifar10, cifar100, stl10, cifar10c, digits10, ...")
-    p.add_argument("--out", required=True, help=".npz file (a directory for cifar10c)")
+    p.add_argument("--out", required=True, help=".npz file (a directory for cifar10c, digits10-c)")
     p.add_argument("--url", help="mirror URL overriding the official one")
     p.add_argument("--md5", help="expected md5 (with --url of a different archive)")
 
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results directory")
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-html", help="also write the table as an HTML page")
     p.add_argument("--published", help="published numbers (default: the packaged transcription)")
     p.add_argument(
         "--partial", action="store_true", help="mark rows without metrics files 'not computed'"
@@ -100,6 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="key of params.methods (with --params)")
     p.add_argument("--ckpt-dir", help="checkpoint directory (resumes from it)")
     p.add_argument("--run-id-out", help="file receiving the MLflow run id")
+    p.add_argument(
+        "--pseudo-labels",
+        metavar="NPZ",
+        help="pseudo labels of `ascl pseudo-labels` (required by methods that use them: advcl)",
+    )
+
+    p = sub.add_parser(
+        "pseudo-labels", help="k-means pseudo labels of an encoder's training-set features"
+    )
+    p.add_argument(
+        "--params",
+        action="append",
+        metavar="FILE",
+        help="params file; repeat to merge overrides (later files win)",
+    )
+    p.add_argument("--method", help="key of params.methods that uses the labels (with --params)")
+    p.add_argument("--settings", metavar="JSON", help="resolved settings of this job (workflow)")
+    p.add_argument("--encoder", required=True, help="pre-training checkpoint of the source method")
+    p.add_argument("--data", required=True, help="prepared data set (.npz)")
+    p.add_argument("--out", required=True, help="output .npz (written atomically)")
+    p.add_argument("--seed", type=int, default=0, help="k-means random state")
 
     p = sub.add_parser("finetune", help="finetune a pre-trained encoder with one strategy")
     _job_args(p)
@@ -113,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     _job_args(p)
     p.add_argument("--model", required=True, help="finetuned classifier checkpoint")
     p.add_argument("--parent-run-id", help="MLflow parent run id (default: the model's)")
+
+    from ascl.evaluations.cli import add_parsers as add_evaluation_parsers
+
+    add_evaluation_parsers(sub)  # autoattack, blackbox-*, corruptions, ..., figure
     return parser
 
 
@@ -125,13 +151,18 @@ def run(args: argparse.Namespace) -> None:
         return
     if args.command == "download":
         from ascl.data import DATASETS, OFFLINE_DATASETS, prepare_cifar10c, prepare_dataset
+        from ascl.data.corrupt import DIGITS10C, prepare_digits10c
 
-        known = (*DATASETS, *OFFLINE_DATASETS, "cifar10c")
+        known = (*DATASETS, *OFFLINE_DATASETS, "cifar10c", DIGITS10C)
         if args.name not in known:
             raise config.ParamsError(
                 f"download: unknown data set {args.name!r} (known: {', '.join(known)})"
             )
-        if args.name == "cifar10c":
+        if args.name == DIGITS10C:
+            if args.url or args.md5:
+                raise config.ParamsError(f"download: {DIGITS10C} is built offline; no --url/--md5")
+            path = prepare_digits10c(args.out)
+        elif args.name == "cifar10c":
             path = prepare_cifar10c(args.out, url=args.url, md5=args.md5)
         else:
             path = prepare_dataset(args.name, args.out, url=args.url, md5=args.md5)
@@ -147,7 +178,15 @@ def run(args: argparse.Namespace) -> None:
         from ascl.report import load_published
 
         published = load_published(args.published) if args.published else None
-        write_table(spec, args.results, args.out_md, args.out_csv, published, args.partial)
+        write_table(
+            spec,
+            args.results,
+            args.out_md,
+            args.out_csv,
+            published,
+            args.partial,
+            args.out_html,
+        )
         return
     if args.command == "summary":
         from ascl.checkpoint import atomic_write_text
@@ -157,11 +196,21 @@ def run(args: argparse.Namespace) -> None:
             _require_file(path, "table")
         atomic_write_text(args.out, json.dumps(summarize(args.tables), indent=2) + "\n")
         return
+    from ascl.evaluations.cli import COMMANDS as EVALUATION_COMMANDS
+
+    if args.command in EVALUATION_COMMANDS or args.command == "figure":
+        from ascl.evaluations.cli import print_result
+        from ascl.evaluations.cli import run as run_evaluation
+
+        print_result(run_evaluation(args))
+        return
     _require_file(args.data, "data set")
     if args.command == "pretrain":
         if args.params and not args.method:
             raise config.ParamsError("pretrain: --method is required with --params")
         settings = _settings(args, lambda p: config.pretrain_settings(p, args.method))
+        if args.pseudo_labels:
+            _require_file(args.pseudo_labels, "pseudo labels")
         from ascl.pretrain import run_pretrain
 
         metrics = run_pretrain(
@@ -173,6 +222,17 @@ def run(args: argparse.Namespace) -> None:
             run_id_out=args.run_id_out,
             tags=_tags(args),
             track=not args.no_track,
+            pseudo_labels=args.pseudo_labels,
+        )
+    elif args.command == "pseudo-labels":
+        _require_file(args.encoder, "encoder checkpoint")
+        if args.params and not args.method:
+            raise config.ParamsError("pseudo-labels: --method is required with --params")
+        settings = _settings(args, lambda p: config.pseudo_label_settings(p, args.method))
+        from ascl.pseudo_labels import run_pseudo_labels
+
+        metrics = run_pseudo_labels(
+            settings, encoder=args.encoder, data=args.data, out=args.out, seed=args.seed
         )
     elif args.command == "finetune":
         _require_file(args.encoder, "encoder checkpoint")

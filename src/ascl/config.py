@@ -20,6 +20,17 @@ import yaml
 SCHEMA_PATH = Path(str(resources.files("ascl") / "params.schema.yaml"))
 
 
+# Evaluations whose outputs a figure can plot (params `figures.<fig>.evaluation`).
+FIGURE_EVALUATIONS = (
+    "corruptions",
+    "inversion",
+    "tsne",
+    "landscape_input",
+    "landscape_weight",
+    "strength",
+)
+
+
 class ParamsError(ValueError):
     """A params file is malformed; the message is one line naming the key."""
 
@@ -92,6 +103,13 @@ def validate_params(params: dict) -> None:
     _check_references(params)
 
 
+# Objectives whose loss is a weighted sum: (weight keys, default weight when a key is absent).
+_WEIGHTED_OBJECTIVES = {
+    "ascl": (("lambda_at", "lambda_cl", "lambda_ascl"), 0.0),
+    "acl": (("lambda_clean", "lambda_adv"), 0.5),
+}
+
+
 def _check_references(params: dict) -> None:
     ft = params["finetune"]
     if ft["default_strategy"] not in ft["strategies"]:
@@ -100,28 +118,43 @@ def _check_references(params: dict) -> None:
             f"(known: {', '.join(ft['strategies'])})"
         )
     for name, method in params["methods"].items():
-        if method["objective"] == "ascl":
-            weights = [method.get(k, 0.0) for k in ("lambda_at", "lambda_cl", "lambda_ascl")]
-            if sum(weights) <= 0:
+        if method["objective"] in _WEIGHTED_OBJECTIVES:
+            keys, default = _WEIGHTED_OBJECTIVES[method["objective"]]
+            if sum(method.get(k, default) for k in keys) <= 0:
                 raise ParamsError(f"params: methods.{name}: all loss weights are zero")
-    for table, spec in params["paper"].items():
-        for row, ref in spec["rows"].items():
-            where = f"params: paper.{table}.rows.{row!r}"
-            if ref["method"] not in params["methods"]:
+        source = pseudo_label_source(params, name)
+        if source is not None:
+            where = f"params: methods.{name}.pseudo_labels.from"
+            if source not in params["methods"]:
                 raise ParamsError(
-                    f"{where}.method: unknown method {ref['method']!r} "
-                    f"(known: {', '.join(params['methods'])})"
+                    f"{where}: unknown method {source!r} (known: {', '.join(params['methods'])})"
                 )
-            if ref["strategy"] not in ft["strategies"]:
-                raise ParamsError(
-                    f"{where}.strategy: unknown strategy {ref['strategy']!r} "
-                    f"(known: {', '.join(ft['strategies'])})"
-                )
-            target = ref.get("target", "source")
-            if target != "source" and target not in params["data"]["transfer"]:
-                raise ParamsError(
-                    f"{where}.target: no data set for role {target!r} in data.transfer"
-                )
+            if pseudo_label_source(params, source) is not None:
+                raise ParamsError(f"{where}: method {source!r} itself needs pseudo labels")
+    for key, ref in model_refs(params):
+        where = f"params: {key}"
+        if ref["method"] not in params["methods"]:
+            raise ParamsError(
+                f"{where}.method: unknown method {ref['method']!r} "
+                f"(known: {', '.join(params['methods'])})"
+            )
+        if ref["strategy"] not in ft["strategies"]:
+            raise ParamsError(
+                f"{where}.strategy: unknown strategy {ref['strategy']!r} "
+                f"(known: {', '.join(ft['strategies'])})"
+            )
+        target = ref.get("target", "source")
+        if target != "source" and target not in params["data"]["transfer"]:
+            raise ParamsError(f"{where}.target: no data set for role {target!r} in data.transfer")
+    for fig, spec in params.get("figures", {}).items():
+        if spec["evaluation"] not in FIGURE_EVALUATIONS:
+            raise ParamsError(
+                f"params: figures.{fig}.evaluation: unknown evaluation {spec['evaluation']!r} "
+                f"(known: {', '.join(FIGURE_EVALUATIONS)})"
+            )
+    matrices = [t for t, spec in params["paper"].items() if spec.get("kind") == "matrix"]
+    if len(matrices) > 1:
+        raise ParamsError(f"params: paper.{matrices[1]}.kind: only one matrix table (Table 2)")
     milestones = params["pretrain"]["lr_milestones"]
     if milestones != sorted(milestones):
         raise ParamsError("params: pretrain.lr_milestones: must be increasing")
@@ -153,6 +186,32 @@ def pretrain_settings(params: dict, method: str) -> dict:
     }
 
 
+def pseudo_label_source(params: dict, method: str) -> str | None:
+    """The method whose encoder makes `method`'s pseudo labels (AdvCL), or None."""
+    if method not in params["methods"]:
+        raise ParamsError(
+            f"params: methods: unknown method {method!r} (known: {', '.join(params['methods'])})"
+        )
+    spec = params["methods"][method].get("pseudo_labels")
+    return spec["from"] if spec else None
+
+
+def pseudo_label_settings(params: dict, method: str) -> dict:
+    """Everything the pseudo-labels job of `method` depends on (JSON-serialisable)."""
+    source = pseudo_label_source(params, method)
+    if source is None:
+        raise ParamsError(f"params: methods.{method}: the method uses no pseudo labels")
+    spec = params["methods"][method]["pseudo_labels"]
+    return {
+        "kind": "pseudo_labels",
+        "method": method,
+        "from": source,
+        "clusters": spec["clusters"],
+        "data": _data_caps(params),
+        "device": params["device"],
+    }
+
+
 def finetune_settings(params: dict, strategy: str) -> dict:
     """Everything one finetuning job depends on (JSON-serialisable)."""
     ft = params["finetune"]
@@ -169,6 +228,7 @@ def finetune_settings(params: dict, strategy: str) -> dict:
         "momentum": ft["momentum"],
         "weight_decay": ft["weight_decay"],
         "trades_beta": ft["trades_beta"],
+        "precision": ft.get("precision", "auto"),
         "attack": ft["attack"],
         "eval_branch": params["model"]["eval_branch"],
         "augment": params["augment"],
@@ -179,9 +239,30 @@ def finetune_settings(params: dict, strategy: str) -> dict:
 
 def evaluate_settings(params: dict) -> dict:
     """Everything one PGD evaluation job depends on (JSON-serialisable)."""
+    from ascl.evaluations import EVALUATIONS
+
     return {
         "kind": "evaluate",
-        **params["evaluate"],
+        **{k: v for k, v in params["evaluate"].items() if k not in EVALUATIONS},
+        "data": _data_caps(params),
+        "device": params["device"],
+    }
+
+
+def evaluation_settings(params: dict, kind: str) -> dict:
+    """Everything one job of evaluation `kind` (a key of `ascl.evaluations.EVALUATIONS`, e.g.
+    "autoattack") depends on: its `evaluate.<kind>` section, the evaluation batch size (unless
+    the section sets its own), the data caps and the device (JSON-serialisable)."""
+    from ascl.evaluations import EVALUATIONS
+
+    if kind not in EVALUATIONS:
+        raise ParamsError(f"unknown evaluation {kind!r} (known: {', '.join(EVALUATIONS)})")
+    if kind not in params["evaluate"]:
+        raise ParamsError(f"params: evaluate.{kind}: section missing")
+    return {
+        "kind": kind,
+        "batch_size": params["evaluate"]["batch_size"],
+        **params["evaluate"][kind],
         "data": _data_caps(params),
         "device": params["device"],
     }
@@ -204,16 +285,35 @@ def target_dataset(params: dict, target: str) -> str:
     return params["data"]["transfer"][target]
 
 
+def model_refs(params: dict) -> list[tuple[str, dict]]:
+    """Every finetuned model the paper's tables and figures name, as (params key, reference).
+
+    A reference is {method, strategy, [target]}; table rows marked `published_only` name none.
+    """
+    refs = []
+    for table, spec in params["paper"].items():
+        for row, ref in spec.get("rows", {}).items():
+            if not ref.get("published_only"):
+                refs.append((f"paper.{table}.rows.{row!r}", ref))
+        for model, ref in spec.get("models", {}).items():
+            refs.append((f"paper.{table}.models.{model!r}", ref))
+    for fig, spec in params.get("figures", {}).items():
+        for model, ref in spec["models"].items():
+            refs.append((f"figures.{fig}.models.{model!r}", ref))
+    return refs
+
+
 def finetune_jobs(params: dict) -> list[tuple[str, str, str]]:
-    """Sorted unique (method, strategy, target) triples the paper's tables need."""
+    """Sorted unique (method, strategy, target) triples the paper's tables and figures need."""
     jobs = {
         (ref["method"], ref["strategy"], ref.get("target", "source"))
-        for spec in params["paper"].values()
-        for ref in spec["rows"].values()
+        for _, ref in model_refs(params)
     }
     return sorted(jobs)
 
 
 def pretrain_methods(params: dict) -> list[str]:
-    """Methods whose encoders the paper's tables need."""
-    return sorted({method for method, _, _ in finetune_jobs(params)})
+    """Methods whose encoders the paper's tables and figures need (with pseudo-label sources)."""
+    methods = {method for method, _, _ in finetune_jobs(params)}
+    sources = {pseudo_label_source(params, m) for m in methods} - {None}
+    return sorted(methods | sources)

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -26,10 +27,12 @@ from ascl.tracking import Run
 # Convolution weights in NHWC: the same math, ~1.3x faster training steps on CPU (benchmarks/).
 CHANNELS_LAST = torch.channels_last
 StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; training stops without writing outputs."""
+    """A loss term or the weights became NaN or infinite; training stops without writing
+    outputs (or a checkpoint of that state)."""
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -40,6 +43,21 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {spec!r} requested but CUDA is not available")
     return device
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> bool:
+    """Whether training steps on `device` run under bf16 autocast.
+
+    'auto' -> bf16 on CUDA (tensor cores; attack and loss values stay within the tolerances of
+    tests/test_precision.py), fp32 elsewhere (on CPU bf16 was not faster, benchmarks/README.md,
+    so CPU runs keep their exact fp32 results); 'fp32' -> never; 'bf16' -> on any device (CPU
+    included, for tests). Evaluation never autocasts.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return torch.device(device).type == "cuda"
+    return precision == "bf16"
 
 
 def to_float(x_uint8: Tensor) -> Tensor:
@@ -91,14 +109,18 @@ def fit(
     desc: str = "train",
     stop_after_epoch: int | None = None,
     fingerprint: str = "",
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Train `parameters` of `model` with SGD; returns the last epoch's mean loss terms.
 
     x_train: (N, 3, H, W) uint8 on the device; y_train: (N,) int64 on the device. Resumes from the
     newest readable checkpoint in ckpt_dir whose `fingerprint` (settings and code of the job)
     matches; checkpoints of other settings or code are removed. `stop_after_epoch` ends the call
-    early (tests).
+    early (tests). `precision` (see `resolve_precision`): with bf16, each `step` call (augmentation,
+    attacks and losses) runs under bf16 autocast; inputs, δ, x + δ, the weights, their gradients
+    and the optimiser stay fp32, and the backward pass and update run outside autocast.
     """
+    bf16 = resolve_precision(precision, x_train.device)
     optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestone_epochs(epochs, lr_milestones), gamma=lr_gamma
@@ -132,7 +154,9 @@ def fit(
             generator,
             optimizer,
             desc=f"{desc} {epoch + 1}/{epochs}",
+            bf16=bf16,
         )
+        _check_finite_state(model, f"{desc} epoch {epoch + 1}")
         means["lr"] = optimizer.param_groups[0]["lr"]
         scheduler.step()
         run.log_metrics({f"train/{k}": v for k, v in means.items()}, step=epoch + 1)
@@ -154,6 +178,22 @@ def fit(
     return means
 
 
+def _check_finite_state(model: nn.Module, where: str) -> None:
+    """The loss guard sees each step's loss before its update; the update of an epoch's last step
+    is only seen here, before it could reach a checkpoint or the job's output."""
+    bad = [
+        name
+        for name, t in model.state_dict().items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise NonFiniteLossError(
+            f"non-finite weights ({', '.join(bad[:3])}{more}) after {where}; "
+            "lower the learning rate or check the data"
+        )
+
+
 def _run_epoch(
     step: StepFn,
     x_train: Tensor,
@@ -162,6 +202,7 @@ def _run_epoch(
     generator: torch.Generator,
     optimizer: torch.optim.Optimizer,
     desc: str,
+    bf16: bool = False,
 ) -> dict[str, float]:
     from tqdm import tqdm
 
@@ -182,7 +223,10 @@ def _run_epoch(
         idx = idx.to(x_train.device)
         x = to_float(x_train[idx])
         y = y_train[idx]
-        terms = step(x, y, generator)
+        # Autocast changes the compute dtype of matmul/conv-like ops only; element-wise ops keep
+        # fp32 inputs fp32, so the views, δ and x + δ stay fp32 (attacks.pgd).
+        with torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            terms = step(x, y, generator)
         loss = terms["loss"]
         values = {k: float(v.detach()) for k, v in terms.items()}
         bad = [k for k, v in values.items() if not math.isfinite(v)]

@@ -4,6 +4,9 @@ Strategies (Table 7): `params` linear (encoder frozen: eval mode, no gradients �
 of the linear evaluation protocol) or full (everything trained, encoder in train mode); `loss` ce
 (standard finetuning on the weak view) or trades (adversarial finetuning: CE on the natural input
 plus β·KL to an adversarial input that maximises the KL, crafted with the model in eval mode).
+`head` zero (default: a zero-initialised head) or pretrained (the pre-training net's own trained
+classifier is copied into the head; with `epochs: 0` this evaluates an end-to-end supervised
+model as it was trained, the E2E strategy).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ascl.augment import AugmentConfig, weak_view
 from ascl.data import load_dataset
 from ascl.engine import CHANNELS_LAST, fit, resolve_device, subset
 from ascl.losses import trades_kl, trades_loss
-from ascl.models import Classifier, ResNet18Encoder
+from ascl.models import Classifier, PretrainNet, ResNet18Encoder
 from ascl.objectives import AttackConfig
 from ascl.pretrain import load_pretrained
 from ascl.tracking import Run, file_hash, params_hash, source_hash
@@ -52,6 +55,24 @@ def build_classifier(
         for p in model.encoder.parameters():
             p.requires_grad_(False)
     return model
+
+
+def copy_pretrained_head(model: Classifier, pre: PretrainNet) -> None:
+    """Copy the pre-training net's classifier into model.head (`head: pretrained`).
+
+    Raises a one-line ParamsError when the class counts differ (e.g. on a transfer target).
+    """
+    from ascl.config import ParamsError
+
+    have, want = pre.classifier.out_features, model.head.out_features
+    if have != want:
+        raise ParamsError(
+            f"finetune: head: pretrained needs a data set with the encoder's {have} classes, "
+            f"this one has {want}"
+        )
+    with torch.no_grad():
+        model.head.weight.copy_(pre.classifier.weight)
+        model.head.bias.copy_(pre.classifier.bias)
 
 
 def make_step(model: Classifier, settings: dict):
@@ -94,6 +115,8 @@ def run_finetune(
     x, y = x.to(device), y.to(device)
     linear = settings["params"] == "linear"
     model = build_classifier(pre.encoder, ds.num_classes, settings["eval_branch"], linear)
+    if settings.get("head", "zero") == "pretrained":
+        copy_pretrained_head(model, pre)
     model = model.to(device, memory_format=CHANNELS_LAST)
 
     def set_train_mode() -> None:
@@ -132,6 +155,7 @@ def run_finetune(
             run=run,
             set_train_mode=set_train_mode,
             desc=name,
+            precision=settings.get("precision", "auto"),
             fingerprint=params_hash(settings)
             + source_hash()
             + file_hash(encoder)

@@ -89,3 +89,39 @@ def trades_loss(
 ) -> Tensor:
     """TRADES (Zhang et al., 2019): CE(f(x), y) + β·KL(f(x) || f(x+δ)). Shapes as trades_kl."""
     return F.cross_entropy(logits_nat, labels) + beta * trades_kl(logits_nat, logits_adv)
+
+
+def multiview_nt_xent(views: list[Tensor], temperature: float = 0.5) -> Tensor:
+    """NT-Xent over V >= 2 views of the same N samples (SupCon's loss without labels).
+
+    views: V tensors (N, D) of L2-normalised projections; entry k of every view is sample k. For
+    every one of the V·N anchors the positives are the other V-1 views of its sample and the
+    denominator runs over all V·N-1 other entries; the per-anchor loss is the mean over its
+    positives (Khosla et al., 2020, SupConLoss with labels=None, as used by AdvCL). V = 2 gives
+    nt_xent_loss.
+    """
+    n = views[0].shape[0]
+    instance = torch.arange(n, device=views[0].device)
+    return supcon_loss(torch.cat(views), instance.repeat(len(views)), temperature)
+
+
+def rocl_loss(z1: Tensor, z2: Tensor, z_adv: Tensor, temperature: float = 0.5) -> Tensor:
+    """RoCL's contrastive loss over (t(x), t'(x), t(x)^adv) (Kim et al., 2020).
+
+    z1, z2, z_adv: (N, D) L2-normalised projections of the two views and of the instance-wise
+    adversarial example. Each of the 3N anchors has the other two entries of its sample as
+    positives and all 3N-1 other entries in the denominator; RoCL's code (loss.NT_xent with
+    adv_type 'Rep') sums the per-positive terms and averages over anchors, so this is
+    2 · multiview_nt_xent([z1, z2, z_adv]).
+    """
+    return 2.0 * multiview_nt_xent([z1, z2, z_adv], temperature)
+
+
+def pseudo_label_ce(logits: list[Tensor], labels: Tensor) -> Tensor:
+    """Mean over K clusterings of the cross-entropy against their pseudo labels (AdvCL).
+
+    logits: K tensors (N, C_k), one per clustering; labels: (N, K) int, column k in
+    0..C_k-1 (-1 = no label, ignored as in AdvCL's ``ignore_index=-1``).
+    """
+    terms = [F.cross_entropy(lgt, labels[:, k], ignore_index=-1) for k, lgt in enumerate(logits)]
+    return torch.stack(terms).mean()

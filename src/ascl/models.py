@@ -119,6 +119,11 @@ class PretrainNet(nn.Module):
 
     `features(x, branch)` -> (B, D); `project(x, branch)` -> (B, proj_dim) unit vectors;
     `forward(x, branch)` -> logits (B, num_classes).
+
+    Optional heads, created only when asked (so other methods' state dicts are unchanged):
+    `rotation_head` (D -> rotation_classes; Hendrycks et al., 2019) when rotation_classes > 0,
+    else None; `pseudo_heads`, one linear head D -> k per entry k of pseudo_classes (AdvCL's
+    cluster classifiers), an empty ModuleList when pseudo_classes is empty.
     """
 
     def __init__(
@@ -128,11 +133,19 @@ class PretrainNet(nn.Module):
         proj_hidden: int = 512,
         proj_dim: int = 128,
         bn: str = "separated",
+        rotation_classes: int = 0,
+        pseudo_classes: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         self.encoder = ResNet18Encoder(width, bn)
         self.head = ProjectionHead(self.encoder.out_dim, proj_hidden, proj_dim, bn)
         self.classifier = nn.Linear(self.encoder.out_dim, num_classes)
+        self.rotation_head = (
+            nn.Linear(self.encoder.out_dim, rotation_classes) if rotation_classes > 0 else None
+        )
+        self.pseudo_heads = nn.ModuleList(
+            nn.Linear(self.encoder.out_dim, k) for k in pseudo_classes
+        )
 
     def features(self, x: Tensor, branch: str) -> Tensor:
         return self.encoder(x, branch)

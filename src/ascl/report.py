@@ -13,6 +13,7 @@ transferred PGD examples, the diagonal excluded.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -285,6 +286,34 @@ def to_csv(spec: dict, rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def to_html(spec: dict, rows: list[dict]) -> str:
+    """A self-contained HTML page of the table (for the Snakemake report)."""
+    md = to_markdown(spec, rows).splitlines()
+    title, body, notes = md[0][3:], [], []
+    for line in md[1:]:
+        if line.startswith("|") and not line.startswith("|---"):
+            body.append([c.strip() for c in line.strip("|").split("|")])
+        elif line.strip():
+            notes.append(line)
+    head, *cells = body
+
+    def row(items: list[str], tag: str) -> str:
+        return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in items) + "</tr>"
+
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}</style></head><body>"
+        f"<h3>{html.escape(title)}</h3><table>{row(head, 'th')}"
+        + "".join(row(c, "td") for c in cells)
+        + "</table>"
+        + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+        + "</body></html>\n"
+    )
+
+
 def write_table(
     spec: dict,
     results: str | Path,
@@ -292,11 +321,14 @@ def write_table(
     out_csv: str | Path,
     published: dict | None = None,
     partial: bool = False,
+    out_html: str | Path | None = None,
 ) -> list[dict]:
-    """Build one table and write its Markdown and CSV (atomically). Returns the rows."""
+    """Build one table and write its Markdown, CSV and HTML (atomically). Returns the rows."""
     published = load_published() if published is None else published
     rows = build_table(spec, results, published, partial)
     atomic_write_text(out_csv, to_csv(spec, rows))
+    if out_html is not None:
+        atomic_write_text(out_html, to_html(spec, rows))
     atomic_write_text(out_md, to_markdown(spec, rows))
     return rows
 

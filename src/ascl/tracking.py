@@ -131,6 +131,19 @@ class Run:
         self.run_id: str | None = None
         self._client = None
 
+    def _create_experiment(self, client) -> str:
+        """Create the experiment; if another job created it meanwhile (a tracking server has no
+        file lock), use theirs."""
+        try:
+            return _retry(lambda: client.create_experiment(self.experiment))
+        except Exception as err:
+            if "RESOURCE_ALREADY_EXISTS" not in str(err):
+                raise
+            exp = _retry(lambda: client.get_experiment_by_name(self.experiment))
+            if exp is None:
+                raise
+            return exp.experiment_id
+
     def __enter__(self) -> Run:
         if not self.enabled:
             return self
@@ -142,10 +155,7 @@ class Run:
             self._client = MlflowClient(uri)
             client = self._client
             exp = _retry(lambda: client.get_experiment_by_name(self.experiment))
-            if exp is None:
-                exp_id = _retry(lambda: client.create_experiment(self.experiment))
-            else:
-                exp_id = exp.experiment_id
+            exp_id = exp.experiment_id if exp is not None else self._create_experiment(client)
         tags = {MLFLOW_RUN_NAME: self.name, "git_commit": git_commit(), **self.tags}
         if self.parent_run_id:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id

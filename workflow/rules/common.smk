@@ -6,12 +6,15 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from ascl import config as ascl_config
+from ascl import report as ascl_report
 
 try:
     ascl_config.validate_params(config)
 except ascl_config.ParamsError as err:
     sys.exit(f"ascl: error: {err}")
-validate(config, "../../src/ascl/params.schema.yaml")
+# set_default=False: the schema has boolean subschemas (per-objective keys), and every
+# default lives in params.yaml itself.
+validate(config, "../../src/ascl/params.schema.yaml", set_default=False)
 
 DATA = config["data"]["root"]
 SEEDS = config["seeds"]
@@ -24,8 +27,16 @@ CODE = {
         "data/formats.py",
         "data/offline.py",
     ],
+    "pseudo_labels": [
+        "pseudo_labels.py",
+        "pretrain.py",
+        "models.py",
+        "engine.py",
+        "checkpoint.py",
+    ],
     "pretrain": [
         "pretrain.py",
+        "pseudo_labels.py",
         "objectives.py",
         "losses.py",
         "attacks.py",
@@ -43,9 +54,30 @@ CODE = {
         "engine.py",
         "checkpoint.py",
     ],
-    "evaluate": ["evaluate.py", "attacks.py", "models.py", "losses.py"],
-    "table": ["report.py"],
+    "evaluate": ["evaluate.py", "attacks.py", "models.py", "losses.py", "finetune.py"],
+    "evaluations": [
+        *(f"evaluations/{f.name}" for f in sorted((SRC / "evaluations").glob("*.py"))),
+        "evaluate.py",
+        "attacks.py",
+        "models.py",
+        "losses.py",
+        "finetune.py",
+    ],
+    "download_corruptions": ["data/corrupt.py", "data/offline.py", "data/prepare.py"],
+    "table": ["report.py", "reference/published.yaml"],
+    "figure": ["figures.py"],
 }
+# Output file of each evaluation a figure can plot (ascl.config.FIGURE_EVALUATIONS).
+FIGURE_INPUT = {
+    "corruptions": "corruptions.csv",
+    "inversion": "inversion.npz",
+    "tsne": "tsne.csv",
+    "landscape_input": "landscape_input.csv",
+    "landscape_weight": "landscape_weight.csv",
+    "strength": "strength.csv",
+}
+EVAL_DIR = "results/evaluate/{method}/{strategy}/{target}/seed{seed}"
+EVAL_LOG = "logs/evaluate/{method}/{strategy}/{target}/seed{seed}"
 
 
 wildcard_constraints:
@@ -55,6 +87,8 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     seed=r"\d+",
     table=r"table[1-8]",
+    fig=r"fig[1-7]",
+    curve=r"tsne|landscape_input|landscape_weight|strength",
 
 
 def code_hash(kind):
@@ -64,6 +98,17 @@ def code_hash(kind):
         digest.update(name.encode())
         digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()[:16]
+
+
+def pseudo_label_source(method):
+    return ascl_config.pseudo_label_source(config, method)
+
+
+def pseudo_labels_input(wildcards):
+    """The pseudo-labels file a method trains on (AdvCL), or nothing."""
+    if pseudo_label_source(wildcards.method) is None:
+        return []
+    return f"results/pretrain/{wildcards.method}/seed{wildcards.seed}/pseudo_labels.npz"
 
 
 def dataset_file(name):
@@ -94,6 +139,115 @@ def res(kind, key):
     return config["resources"][kind][key]
 
 
+def eval_resources():
+    return {
+        k: res("evaluate", k) for k in ("gpu", "runtime", "mem_mb", "cpus_per_task")
+    }
+
+
+def evaluation_json(kind):
+    return lambda wildcards: ascl_config.settings_json(
+        ascl_config.evaluation_settings(config, kind)
+    )
+
+
+def model_inputs(wildcards):
+    """The finetuned model an evaluation job reads, and its MLflow run id (the parent run)."""
+    d = model_dir(
+        wildcards.method, wildcards.strategy, wildcards.target, wildcards.seed
+    )
+    return {"model": f"{d}/model.pt", "parent": f"{d}/run_id.txt"}
+
+
+def corruptions_dir():
+    return f"{DATA}/{config['data']['corruptions']}"
+
+
+def blackbox_models():
+    """{name: model reference} of the black-box matrix (Table 2), or {}."""
+    for spec in config["paper"].values():
+        if spec.get("kind") == "matrix":
+            return spec["models"]
+    return {}
+
+
+def _blackbox_others(wildcards):
+    me = (wildcards.method, wildcards.strategy)
+    return [
+        ref
+        for ref in blackbox_models().values()
+        if (ref["method"], ref["strategy"]) != me
+    ]
+
+
+def blackbox_sources(wildcards):
+    """Examples crafted on every other model of the matrix (the diagonal is excluded)."""
+    return [
+        eval_file(ref, wildcards.seed, "blackbox_examples.npz")
+        for ref in _blackbox_others(wildcards)
+    ]
+
+
+def blackbox_source_args(wildcards, input):
+    names = [f"{r['method']}/{r['strategy']}" for r in _blackbox_others(wildcards)]
+    return " ".join(
+        f"--source {shlex.quote(n)}={path}"
+        for n, path in zip(names, input.sources, strict=True)
+    )
+
+
+def eval_file(ref, seed, name):
+    return (
+        f"results/evaluate/{ref['method']}/{ref['strategy']}/"
+        f"{ref.get('target', 'source')}/seed{seed}/{name}"
+    )
+
+
+def figure_files(fig):
+    """[(model label, evaluation output)] of a figure, in params order (first seed)."""
+    spec = config["figures"][fig]
+    name = FIGURE_INPUT[spec["evaluation"]]
+    return [
+        (label, eval_file(ref, SEEDS[0], name)) for label, ref in spec["models"].items()
+    ]
+
+
+def figure_inputs(wildcards):
+    return [path for _, path in figure_files(wildcards.fig)]
+
+
+def figure_args(wildcards):
+    return " ".join(
+        f"--input {shlex.quote(f'{label}={path}')}"
+        for label, path in figure_files(wildcards.fig)
+    )
+
+
+def figure_caption(fig):
+    d, m = config["data"], config["model"]
+    offline = " (offline stand-in data)" if d["source"].startswith("digits") else ""
+    return (
+        f"data {d['source']}{offline}, ResNet-18 width {m['width']}, "
+        f"{config['pretrain']['epochs']} pre-training epochs, seed {SEEDS[0]}"
+    )
+
+
+def evaluation_targets():
+    """Every evaluation output the tables and figures read, plus PGD for every finetuned model."""
+    files = {
+        f"{EVAL_DIR}/pgd.json".format(method=m, strategy=st, target=t, seed=s)
+        for m, st, t in ascl_config.finetune_jobs(config)
+        for s in SEEDS
+    }
+    for table in config["paper"]:
+        files |= {
+            str(p) for p in ascl_report.required_files(table_spec(table), "results")
+        }
+    for fig in config.get("figures", {}):
+        files |= {path for _, path in figure_files(fig)}
+    return sorted(files)
+
+
 def encoder_path(method, seed):
     return f"results/pretrain/{method}/seed{seed}/encoder.pt"
 
@@ -106,34 +260,37 @@ def pgd_metrics_path(method, strategy, target, seed):
     return f"results/evaluate/{method}/{strategy}/{target}/seed{seed}/pgd.json"
 
 
-def table_inputs(wildcards):
-    rows = config["paper"][wildcards.table]["rows"].values()
-    return sorted(
-        {
-            pgd_metrics_path(
-                r["method"], r["strategy"], r.get("target", "source"), seed
-            )
-            for r in rows
-            for seed in SEEDS
-        }
-    )
-
-
 def table_spec(table):
-    """A table's spec for `ascl table`; rows as a list so their order survives JSON."""
+    """A table's spec for `ascl table`; rows as lists so their order survives JSON."""
     spec = config["paper"][table]
-    return {
+    out = {
         "table": table,
+        "kind": spec.get("kind", "rows"),
         "title": spec["title"],
         "metrics": spec["metrics"],
-        "rows": [[name, row] for name, row in spec["rows"].items()],
         "seeds": SEEDS,
     }
+    for key in ("rows", "models"):
+        if key in spec:
+            out[key] = [[name, ref] for name, ref in spec[key].items()]
+    return out
+
+
+def table_inputs(wildcards):
+    return [
+        str(p)
+        for p in ascl_report.required_files(table_spec(wildcards.table), "results")
+    ]
 
 
 def all_targets():
     tables = [f"results/paper/{t}.md" for t in sorted(config["paper"])]
-    return tables + ["results/metrics.json"]
+    figures = [
+        f"results/paper/figures/{f}.png" for f in sorted(config.get("figures", {}))
+    ]
+    # evaluation_targets(): every model of every seed gets at least its PGD evaluation, also
+    # those only a figure (which shows the first seed) uses.
+    return [*tables, *figures, "results/metrics.json", *evaluation_targets()]
 
 
 # The package is run by the interpreter that runs the workflow (it imports ascl above).
@@ -146,4 +303,10 @@ ASCL = f"{shlex.quote(sys.executable)} -m ascl"
 JOB_ENV = (
     f"ASCL_EXPERIMENT={shlex.quote(config['tracking']['experiment'])} "
     "OMP_NUM_THREADS={resources.cpus_per_task}"
+)
+# Arguments every evaluation job takes: its seed, the model, its MLflow parent run and tags.
+EVAL_ARGS = (
+    "--seed {wildcards.seed} --model {input.model} --parent-run-id $(cat {input.parent}) "
+    "--tag wildcards=method={wildcards.method},strategy={wildcards.strategy},"
+    "target={wildcards.target},seed={wildcards.seed}"
 )

@@ -1,5 +1,6 @@
 localrules:
     download,
+    download_corruptions,
 
 
 rule download:
@@ -15,7 +16,22 @@ rule download:
         "$( [ -n '{params.url}' ] && echo --url '{params.url}' ) > {log} 2>&1"
 
 
+# CIFAR-10-C (or its offline stand-in): a directory with one .npz per corruption.
+rule download_corruptions:
+    output:
+        directory(corruptions_dir()),
+    log:
+        f"logs/download/{config['data']['corruptions']}.log",
+    params:
+        name=config["data"]["corruptions"],
+        url=config["data"].get("urls", {}).get(config["data"]["corruptions"], ""),
+        code=code_hash("download_corruptions"),
+    shell:
+        "{ASCL} download {params.name} --out {output} "
+        "$( [ -n '{params.url}' ] && echo --url '{params.url}' ) > {log} 2>&1"
+
+
 rule data_all:
     input:
-        [dataset_file(config["data"]["source"])]
+        [dataset_file(config["data"]["source"]), corruptions_dir()]
         + [dataset_file(name) for name in config["data"]["transfer"].values()],

@@ -18,8 +18,8 @@ rule finetune:
         code=code_hash("finetune"),
         ckpt_dir="checkpoints/finetune/{method}/{strategy}/{target}/seed{seed}",
     shell:
-        JOB_ENV
-        + " {ASCL} finetune --settings {params.settings:q} --seed {wildcards.seed} "
+        f"{JOB_ENV}"
+        " {ASCL} finetune --settings {params.settings:q} --seed {wildcards.seed} "
         "--encoder {input.encoder} --parent-run-id $(cat {input.parent}) --data {input.data} "
         "--out {output.model} --ckpt-dir {params.ckpt_dir} --run-id-out {output.run_id} "
         "--tag rule=finetune --tag target={wildcards.target} "

@@ -1,0 +1,124 @@
+"""Plumbing shared by the evaluation jobs: the model, the test subset, the MLflow run, outputs.
+
+Every job loads a finetuned classifier (`ascl.finetune.load_classifier`) in eval mode with its
+parameters frozen (attacks differentiate with respect to the input only), takes the test images
+through the same seeded cap as the PGD evaluation (`ascl.engine.subset`, seed 0, so all jobs
+and models see the same images), runs inside one MLflow child run of the model's run, and
+writes its outputs atomically (temporary file + rename) only once everything is computed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ascl import checkpoint
+from ascl.engine import resolve_device, subset
+from ascl.tracking import Run, params_hash
+
+
+def load_model(path: str | Path, device: torch.device):
+    """(Classifier in eval mode on `device` with frozen parameters, checkpoint state)."""
+    from ascl.finetune import load_classifier
+
+    model, state = load_classifier(path, map_location=device)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, state
+
+
+def device_of(settings: dict) -> torch.device:
+    return resolve_device(settings.get("device", "auto"))
+
+
+def cap(settings: dict, n: int | None = None) -> int | None:
+    """The number of test images a job uses: min(data.max_test, n), None = all."""
+    caps = [c for c in (settings.get("data", {}).get("max_test"), n) if c is not None]
+    return min(caps) if caps else None
+
+
+def eval_split(
+    data: str | Path, settings: dict, n: int | None = None, device: torch.device | None = None
+) -> tuple[Tensor, Tensor, int]:
+    """Test images x (N, 3, H, W) uint8 and labels y (N,) of the data set `data`, capped by
+    `cap(settings, n)` with the shared seed-0 subset; also the number of classes."""
+    from ascl.data import load_dataset
+
+    ds = load_dataset(data)
+    x, y = subset(ds.x_test, ds.y_test, cap(settings, n), seed=0)
+    if device is not None:
+        x, y = x.to(device), y.to(device)
+    return x, y, ds.num_classes
+
+
+@contextmanager
+def evaluation_run(
+    kind: str,
+    settings: dict,
+    state: dict,
+    *,
+    seed: int,
+    parent_run_id: str | None,
+    tags: dict[str, str] | None,
+    track: bool,
+) -> Iterator[Run]:
+    """The MLflow run of one evaluation, a child of `parent_run_id` or of the model's run."""
+    name = f"evaluate/{kind}/seed{seed}"
+    all_tags = {
+        "stage": "evaluate",
+        "evaluation": kind,
+        "seed": str(seed),
+        "params_hash": params_hash(settings),
+        **(tags or {}),
+    }
+    parent = parent_run_id or state.get("run_id") or None
+    with Run(name, params=settings, tags=all_tags, parent_run_id=parent, enabled=track) as run:
+        yield run
+
+
+def write_json(path: str | Path, obj: dict) -> None:
+    checkpoint.atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([repr(float(v)) if isinstance(v, float) else v for v in row])
+    return buffer.getvalue()
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    checkpoint.atomic_write_text(path, csv_text(header, rows))
+
+
+def read_csv(path: str | Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV written by `write_csv`; FormatError (one line) if a column is missing."""
+    from ascl.data import FormatError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file not found: {path}")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise FormatError(f"{path}: missing column(s) {', '.join(missing)}")
+        rows = list(reader)
+    if not rows:
+        raise FormatError(f"{path}: no data rows")
+    return rows
+
+
+def safe_metric_name(name: str) -> str:
+    """An MLflow-safe metric name (alphanumerics, _ - . / and spaces kept)."""
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in name)
