@@ -188,11 +188,11 @@ def blackbox_sources(wildcards):
     ]
 
 
-def blackbox_source_args(wildcards, input):
+def blackbox_source_args(wildcards):
     names = [f"{r['method']}/{r['strategy']}" for r in _blackbox_others(wildcards)]
     return " ".join(
         f"--source {shlex.quote(n)}={path}"
-        for n, path in zip(names, input.sources, strict=True)
+        for n, path in zip(names, blackbox_sources(wildcards), strict=True)
     )
 
 
