@@ -14,9 +14,10 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the workflow imports this module
+    import torch  # only for its atomic writes, and torch takes seconds to import
 
 CKPT_PATTERN = re.compile(r"^epoch-(\d+)\.pt$")
 
@@ -53,6 +54,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def save(obj: Any, path: str | Path) -> None:
     """torch.save `obj` atomically. Keep objects to tensors, numbers, strings, lists and dicts."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -60,6 +63,8 @@ def save(obj: Any, path: str | Path) -> None:
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """torch.load with weights_only=True; errors name the file."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
