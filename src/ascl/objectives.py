@@ -94,17 +94,7 @@ def ascl_terms(
     use_at, use_cl, use_ascl = obj.lambda_at > 0, obj.lambda_cl > 0, obj.lambda_ascl > 0
 
     def attack_with(loss_fn, inputs: Tensor) -> Tensor:
-        return pgd(
-            loss_fn,
-            inputs,
-            eps=attack.eps,
-            alpha=attack.alpha,
-            steps=attack.steps,
-            random_start=attack.random_start,
-            generator=generator,
-            model=model,
-            train_mode=attack.train_mode,
-        )
+        return _attack(model, loss_fn, inputs, attack, generator)
 
     def ce_attack_loss(labels: Tensor):
         return lambda xa: cross_entropy_loss(model(xa, "adv"), labels)
