@@ -178,12 +178,12 @@ def ours_loop(
     With count_flops, one more (untimed) step runs under `FlopCounterMode`; its total FLOPs
     (forward and backward of every attack step and of the loss, as executed) come back under
     "flops_per_step"."""
-    from ascl.engine import CHANNELS_LAST, epoch_batches, resolve_precision, to_float
+    from ascl.engine import epoch_batches, place_model, resolve_precision, to_float
     from ascl.pretrain import make_step
 
     precision = precision or settings["train"].get("precision", "auto")
     bf16 = resolve_precision(precision, device)
-    model = build_model(settings, seed).to(device, memory_format=CHANNELS_LAST)
+    model = place_model(build_model(settings, seed), device, settings.get("memory_format", "auto"))
     model.train()
     optimizer = sgd(model, settings)
     step = make_step(settings, model)
@@ -427,7 +427,7 @@ def precision_worker(spec: dict) -> dict[str, Any]:
     one fixed batch and fixed weights, without attack (x + δ = x) and with the configured PGD
     from the same random start; relative differences of each term and ‖Δg‖/‖g‖ of the parameter
     gradients of the total loss (backward outside autocast, as `ascl.engine.fit`)."""
-    from ascl.engine import CHANNELS_LAST, to_float
+    from ascl.engine import place_model, to_float
     from ascl.objectives import ASCLObjective, AttackConfig, ascl_terms
 
     device = torch.device(spec["device"])
@@ -441,7 +441,7 @@ def precision_worker(spec: dict) -> dict[str, Any]:
         attack_source=spec_obj["attack_source"],
         temperature=settings["train"]["temperature"],
     )
-    base = build_model(settings, seed=1).to(device, memory_format=CHANNELS_LAST).train()
+    base = place_model(build_model(settings, seed=1), device).train()
     x_u8, y = synthetic_images(3 * spec["batch"], seed=1)
     x_all = to_float(x_u8).to(device)
     x, v1, v2 = x_all.split(spec["batch"])

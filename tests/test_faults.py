@@ -17,6 +17,7 @@ functions of `ascl.engine` and `ascl.checkpoint` when they are imported and SIGK
 at the requested point:
 
     ASCL_TEST_FAULT=<job>:step:<n>          at the n-th batch (engine.to_float call) of the job
+    ASCL_TEST_FAULT=<job>:segv:<n>          a segmentation fault (not a kill) at the n-th batch
     ASCL_TEST_FAULT=<job>:torn:<file>       half-way through writing <file> (fsynced temp file)
     ASCL_TEST_FAULT=<job>:unrenamed:<file>  after the temp file of <file> is complete, before the
                                             rename
@@ -110,10 +111,14 @@ if _SPEC:
                 f.write(f"{_SPEC} slurm_job={os.environ.get('SLURM_JOB_ID', '')}\\n")
         if _KIND == "pause":
             time.sleep(600)
+        if _KIND == "segv":  # a real segmentation fault, as a crash in native code
+            import ctypes
+
+            ctypes.string_at(0)
         os.kill(os.getpid(), signal.SIGKILL)
 
     def _patch_engine(mod):
-        if _KIND != "step":
+        if _KIND not in ("step", "segv"):
             return
         real, calls = mod.to_float, [0]
 
@@ -402,6 +407,21 @@ def test_killed_pretraining_resumes_bit_identical(name, reference, digits, fault
     epochs, leftovers = inspect_checkpoints(wd / PRE_CKPT)
     assert max(epochs) == 3 and leftovers == []
     assert "Nothing to be done" in tail(snakemake(wd, ENCODER, "-n"))
+
+
+def test_segfaulting_job_leaves_traceback_and_named_signal(digits, fault_site, tmp_path):
+    """A pre-training job that dies of a segmentation fault in native code (a real one, at its
+    second batch) leaves the Python traceback of the crash in its log (faulthandler), and the
+    workflow names the signal, in the log and on its own stderr; no output is written."""
+    wd = tiny_workdir(tmp_path / "run", digits)
+    proc = snakemake(wd, ENCODER, fault="pretrain:segv:2", site=fault_site)
+    assert proc.returncode != 0, tail(proc)
+    log = (wd / PRE_LOG).read_text()
+    assert "Fatal Python error: Segmentation fault" in log, log
+    assert re.search(r'File ".*ascl/engine\.py", line \d+ in _run_epoch', log), log
+    named = "ascl: job killed by signal SIGSEGV (exit status 139)"
+    assert named in log and named in proc.stderr, tail(proc)
+    assert not (wd / ENCODER).exists()
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ascl import config
 from ascl.attacks import pgd
-from ascl.engine import CHANNELS_LAST, fit, resolve_precision
+from ascl.engine import fit, place_model, resolve_precision
 from ascl.models import PretrainNet
 from ascl.objectives import ASCLObjective, AttackConfig, ascl_terms
 from ascl.tracking import Run
@@ -50,7 +50,7 @@ SIZE, BATCH = 16, 8
 def _model(seed: int = 0) -> PretrainNet:
     torch.manual_seed(seed)
     net = PretrainNet(10, width=8, proj_hidden=32, proj_dim=16, bn="separated")
-    return net.to(memory_format=CHANNELS_LAST).train()
+    return place_model(net, torch.device("cpu")).train()
 
 
 def _batch(seed: int = 1):

@@ -9,6 +9,8 @@ atomically and only when the job succeeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import sys
 from pathlib import Path
@@ -92,8 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--partial", action="store_true", help="mark rows without metrics files 'not computed'"
     )
 
+    p = sub.add_parser("claims", help="test the paper's claims on the tables and figures")
+    p.add_argument("--claims", required=True, help="JSON: params.yaml `claims:`")
+    p.add_argument("--tables", nargs="+", required=True, help="table CSV files (`ascl table`)")
+    p.add_argument(
+        "--figure",
+        action="append",
+        default=[],
+        metavar="FIG/LABEL=FILE",
+        help="one seed's corruptions or strength CSV of a figure model (repeatable)",
+    )
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-json", help="also write {claim: holds, fails, effect, p} (DVC metrics)")
+    p.add_argument("--out-html", help="also write the claims table as an HTML page")
+
     p = sub.add_parser("summary", help="collect table CSVs into one metrics JSON (DVC)")
     p.add_argument("tables", nargs="+", help="table CSV files")
+    p.add_argument("--claims", help="claims JSON of `ascl claims --out-json` (added as 'claims')")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("pretrain", help="pre-train one method")
@@ -188,13 +206,38 @@ def run(args: argparse.Namespace) -> None:
             args.out_html,
         )
         return
+    if args.command == "claims":
+        from ascl.claims import write_claims
+
+        try:
+            claims = json.loads(args.claims)
+        except json.JSONDecodeError as err:
+            raise config.ParamsError(f"--claims: not valid JSON ({err.msg})") from None
+        for path in args.tables:
+            _require_file(path, "table")
+        rows = write_claims(
+            claims,
+            args.tables,
+            args.figure,
+            out_md=args.out_md,
+            out_csv=args.out_csv,
+            out_json=args.out_json,
+            out_html=args.out_html,
+        )
+        for r in rows:
+            print(f"{r['status']:>12}  {r['claim']}")
+        return
     if args.command == "summary":
         from ascl.checkpoint import atomic_write_text
         from ascl.report import summarize
 
         for path in args.tables:
             _require_file(path, "table")
-        atomic_write_text(args.out, json.dumps(summarize(args.tables), indent=2) + "\n")
+        summary = summarize(args.tables)
+        if args.claims:
+            _require_file(args.claims, "claims")
+            summary["claims"] = json.loads(Path(args.claims).read_text())
+        atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
         return
     from ascl.evaluations.cli import COMMANDS as EVALUATION_COMMANDS
 
@@ -272,6 +315,12 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A crash in native code (a segfault in a kernel, an abort) prints the Python traceback of
+    # every thread to stderr, i.e. into the job's log, before the process dies.
+    if not faulthandler.is_enabled():
+        # (no real stderr file, as in an embedding host: nothing to write to)
+        with contextlib.suppress(AttributeError, ValueError):
+            faulthandler.enable(file=sys.__stderr__)
     args = build_parser().parse_args(argv)
     try:
         run(args)

@@ -183,6 +183,7 @@ def pretrain_settings(params: dict, method: str) -> dict:
         "augment": params["augment"],
         "data": _data_caps(params),
         "device": params["device"],
+        "memory_format": params.get("memory_format", "auto"),
     }
 
 
@@ -234,6 +235,7 @@ def finetune_settings(params: dict, strategy: str) -> dict:
         "augment": params["augment"],
         "data": _data_caps(params),
         "device": params["device"],
+        "memory_format": params.get("memory_format", "auto"),
     }
 
 

@@ -24,10 +24,61 @@ from torch import Tensor, nn
 from ascl import checkpoint
 from ascl.tracking import Run
 
-# Convolution weights in NHWC: the same math, ~1.3x faster training steps on CPU (benchmarks/).
-CHANNELS_LAST = torch.channels_last
 StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
 PRECISIONS = ("auto", "fp32", "bf16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+# oneDNN's AVX2 kernel for the backward pass (w.r.t. the input) of a 1x1 stride-2 convolution
+# in channels-last layout (brgconv_strided:avx2 backward_data) writes out of bounds when the
+# convolution has 2..7 input channels: glibc aborts ("free(): invalid next size"), segfaults,
+# or, on other shapes, memory is corrupted silently. Measured on torch 2.14.1 with
+# ONEDNN_MAX_CPU_ISA=AVX2 for in_channels 1..24 (docs/reliability.md); 1 and >= 8 are clean.
+UNSAFE_CHANNELS_LAST_IN_CHANNELS = range(2, 8)
+
+
+class MemoryFormatError(ValueError):
+    """A memory format was asked for that is known to corrupt memory for this model."""
+
+
+def unsafe_channels_last_convs(model: nn.Module) -> list[str]:
+    """Names of the convolutions of `model` whose channels-last backward pass on CPU runs the
+    corrupting oneDNN kernel above (1x1 kernel, stride > 1, 2..7 input channels)."""
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+        and m.kernel_size == (1, 1)
+        and max(m.stride) > 1
+        and m.in_channels in UNSAFE_CHANNELS_LAST_IN_CHANNELS
+    ]
+
+
+def resolve_memory_format(
+    spec: str, model: nn.Module, device: torch.device | str
+) -> torch.memory_format:
+    """The memory format `model` trains and evaluates in on `device`.
+
+    'auto' -> channels-last (NHWC convolutions: the same math, 1.3-1.6x faster training steps
+    on CPU at widths 8-32, benchmarks/README.md) unless the model is run on the CPU and has a
+    convolution listed by `unsafe_channels_last_convs` (ResNet-18 base width 2..7), then
+    contiguous (NCHW); 'contiguous' -> always NCHW; 'channels_last' -> NHWC, refused with
+    MemoryFormatError on the CPU for a model with an unsafe convolution.
+    """
+    if spec not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {spec!r}")
+    if spec == "contiguous":
+        return torch.contiguous_format
+    unsafe = unsafe_channels_last_convs(model) if torch.device(device).type == "cpu" else []
+    if spec == "channels_last" and unsafe:
+        raise MemoryFormatError(
+            f"memory_format: channels_last corrupts memory on CPU for 1x1 stride-2 convolutions "
+            f"with 2..7 input channels ({unsafe[0]}, ...); use auto or contiguous"
+        )
+    return torch.contiguous_format if unsafe else torch.channels_last
+
+
+def place_model(model: nn.Module, device: torch.device, memory_format: str = "auto") -> nn.Module:
+    """Move `model` to `device` in the memory format `resolve_memory_format` picks."""
+    return model.to(device, memory_format=resolve_memory_format(memory_format, model, device))
 
 
 class NonFiniteLossError(RuntimeError):

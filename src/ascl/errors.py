@@ -5,10 +5,18 @@ from __future__ import annotations
 
 def is_user_error(err: BaseException) -> bool:
     from ascl.checkpoint import CheckpointError
+    from ascl.claims import ClaimError
     from ascl.config import ParamsError
-    from ascl.engine import NonFiniteLossError
+    from ascl.engine import MemoryFormatError, NonFiniteLossError
 
-    user = (ParamsError, FileNotFoundError, CheckpointError, NonFiniteLossError)
+    user = (
+        ParamsError,
+        FileNotFoundError,
+        CheckpointError,
+        NonFiniteLossError,
+        MemoryFormatError,
+        ClaimError,
+    )
     try:
         from ascl.data import DownloadError, FormatError
 

@@ -20,7 +20,7 @@ from ascl import checkpoint
 from ascl.attacks import model_mode, pgd
 from ascl.augment import AugmentConfig, weak_view
 from ascl.data import load_dataset
-from ascl.engine import CHANNELS_LAST, fit, resolve_device, subset
+from ascl.engine import fit, place_model, resolve_device, subset
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
 from ascl.objectives import AttackConfig
@@ -117,7 +117,7 @@ def run_finetune(
     model = build_classifier(pre.encoder, ds.num_classes, settings["eval_branch"], linear)
     if settings.get("head", "zero") == "pretrained":
         copy_pretrained_head(model, pre)
-    model = model.to(device, memory_format=CHANNELS_LAST)
+    model = place_model(model, device, settings.get("memory_format", "auto"))
 
     def set_train_mode() -> None:
         model.train()

@@ -9,7 +9,7 @@ import torch
 from ascl import checkpoint
 from ascl.augment import AugmentConfig, simclr_view, weak_view
 from ascl.data import load_dataset
-from ascl.engine import CHANNELS_LAST, fit, resolve_device, subset
+from ascl.engine import fit, place_model, resolve_device, subset
 from ascl.models import PretrainNet
 from ascl.objectives import (
     ROTATION_CLASSES,
@@ -181,7 +181,11 @@ def run_pretrain(
             data_hash=file_hash(data),
         )
     x, y = x.to(device), y.to(device)
-    model = build_pretrain_net(settings, ds.num_classes).to(device, memory_format=CHANNELS_LAST)
+    model = place_model(
+        build_pretrain_net(settings, ds.num_classes),
+        device,
+        settings.get("memory_format", "auto"),
+    )
     generator = torch.Generator().manual_seed(seed)
     train = settings["train"]
     name = f"pretrain/{settings['method']}/seed{seed}"

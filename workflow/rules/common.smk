@@ -66,6 +66,7 @@ CODE = {
     "download_corruptions": ["data/corrupt.py", "data/offline.py", "data/prepare.py"],
     "table": ["report.py", "reference/published.yaml"],
     "figure": ["figures.py"],
+    "claims": ["claims.py", "report.py", "reference/published.yaml"],
 }
 # Output file of each evaluation a figure can plot (ascl.config.FIGURE_EVALUATIONS).
 FIGURE_INPUT = {
@@ -290,7 +291,27 @@ def all_targets():
     ]
     # evaluation_targets(): every model of every seed gets at least its PGD evaluation, also
     # those only a figure (which shows the first seed) uses.
-    return [*tables, *figures, "results/metrics.json", *evaluation_targets()]
+    claims = ["results/paper/claims.md"] if "claims" in config else []
+    return [*tables, *figures, *claims, "results/metrics.json", *evaluation_targets()]
+
+
+def claim_figure_files():
+    """[("<fig>/<model label>", evaluation output)] of every seed, for the figures that
+    params.yaml `claims:` reads (the figures themselves show the first seed only)."""
+    items = config.get("claims", {}).get("items", {}).values()
+    out = []
+    for fig in sorted({c["figure"] for c in items if "figure" in c}):
+        spec = config["figures"][fig]
+        name = FIGURE_INPUT[spec["evaluation"]]
+        for label, ref in spec["models"].items():
+            out += [(f"{fig}/{label}", eval_file(ref, seed, name)) for seed in SEEDS]
+    return out
+
+
+def claim_figure_args(wildcards):
+    return " ".join(
+        f"--figure {shlex.quote(f'{key}={path}')}" for key, path in claim_figure_files()
+    )
 
 
 # The package is run by the interpreter that runs the workflow (it imports ascl above).
@@ -303,6 +324,14 @@ ASCL = f"{shlex.quote(sys.executable)} -m ascl"
 JOB_ENV = (
     f"ASCL_EXPERIMENT={shlex.quote(config['tracking']['experiment'])} "
     "OMP_NUM_THREADS={resources.cpus_per_task}"
+)
+# Appended to every job's command: a job killed by a signal (exit status 128 + n in the shell:
+# a segfault in native code, the OOM killer, a SIGKILL) names the signal in its log and on the
+# workflow's stderr; a Python traceback of a native crash is in the log already (faulthandler).
+REPORT_SIGNAL = (
+    " || {{ rc=$?; if [ $rc -gt 128 ]; then"
+    ' echo "ascl: job killed by signal SIG$(kill -l $((rc - 128))) (exit status $rc)"'
+    " | tee -a {log} >&2; fi; exit $rc; }}"
 )
 # Arguments every evaluation job takes: its seed, the model, its MLflow parent run and tags.
 EVAL_ARGS = (

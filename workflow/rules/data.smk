@@ -14,6 +14,7 @@ rule download:
     shell:
         "{ASCL} download {wildcards.dataset} --out {output} "
         "$( [ -n '{params.url}' ] && echo --url '{params.url}' ) > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 # CIFAR-10-C (or its offline stand-in): a directory with one .npz per corruption.
@@ -29,6 +30,7 @@ rule download_corruptions:
     shell:
         "{ASCL} download {params.name} --out {output} "
         "$( [ -n '{params.url}' ] && echo --url '{params.url}' ) > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule data_all:

@@ -21,6 +21,7 @@ rule evaluate_pgd:
         "--out {output.metrics} "
         f"{EVAL_ARGS}"
         " --tag rule=evaluate_pgd > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule evaluate_autoattack:
@@ -42,6 +43,7 @@ rule evaluate_autoattack:
         "--out {output.metrics} "
         f"{EVAL_ARGS}"
         " --tag rule=evaluate_autoattack > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule blackbox_craft:
@@ -63,6 +65,7 @@ rule blackbox_craft:
         "--name {wildcards.method}/{wildcards.strategy} --out {output.examples} "
         f"{EVAL_ARGS}"
         " --tag rule=blackbox_craft > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule blackbox_eval:
@@ -86,6 +89,7 @@ rule blackbox_eval:
         "--out {output.metrics} "
         f"{EVAL_ARGS}"
         " --tag rule=blackbox_eval > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule evaluate_corruptions:
@@ -108,6 +112,7 @@ rule evaluate_corruptions:
         "--out {output.metrics} --out-csv {output.table} "
         f"{EVAL_ARGS}"
         " --tag rule=evaluate_corruptions > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule evaluate_inversion:
@@ -130,6 +135,7 @@ rule evaluate_inversion:
         "--out {output.table} --out-npz {output.images} "
         f"{EVAL_ARGS}"
         " --tag rule=evaluate_inversion > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 # t-SNE, input and weight loss landscapes and attack strength: one CSV each.
@@ -153,6 +159,7 @@ rule evaluate_curve:
         "--out {output.table} "
         f"{EVAL_ARGS}"
         " --tag rule=evaluate_curve > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule evaluate_all:

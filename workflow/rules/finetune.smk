@@ -25,6 +25,7 @@ rule finetune:
         "--tag rule=finetune --tag target={wildcards.target} "
         "--tag wildcards=method={wildcards.method},strategy={wildcards.strategy},"
         "target={wildcards.target},seed={wildcards.seed} > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule finetune_all:

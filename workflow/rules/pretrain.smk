@@ -20,6 +20,7 @@ rule pseudo_labels:
         f"{JOB_ENV}"
         " {ASCL} pseudo-labels --settings {params.settings:q} --seed {wildcards.seed} "
         "--encoder {input.encoder} --data {input.data} --out {output} > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule pretrain:
@@ -49,6 +50,7 @@ rule pretrain:
         "--data {input.data} {params.labels} --out {output.encoder} "
         "--ckpt-dir {params.ckpt_dir} --run-id-out {output.run_id} --tag rule=pretrain "
         "--tag wildcards=method={wildcards.method},seed={wildcards.seed} > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 rule pretrain_all:

@@ -22,6 +22,7 @@ rule table:
     shell:
         "{ASCL} table --spec {params.spec:q} --results results --out-md {output.md} "
         "--out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 for _table in sorted(config["paper"]):
@@ -34,18 +35,52 @@ for _table in sorted(config["paper"]):
 
 
 localrules:
+    claims,
+
+
+rule claims:
+    input:
+        tables=expand("results/paper/{table}.csv", table=sorted(config["paper"])),
+        figures=[path for _, path in claim_figure_files()],
+    output:
+        md="results/paper/claims.md",
+        csv="results/paper/claims.csv",
+        json="results/paper/claims.json",
+        html=report(
+            "results/paper/claims.html",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+    log:
+        "logs/paper/claims.log",
+    params:
+        claims=ascl_config.settings_json(config.get("claims", {})),
+        figures=claim_figure_args,
+        code=code_hash("claims"),
+    shell:
+        "{ASCL} claims --claims {params.claims:q} --tables {input.tables} {params.figures} "
+        "--out-md {output.md} --out-csv {output.csv} --out-json {output.json} "
+        "--out-html {output.html} > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
+
+
+localrules:
     paper_summary,
 
 
 rule paper_summary:
     input:
-        expand("results/paper/{table}.csv", table=sorted(config["paper"])),
+        tables=expand("results/paper/{table}.csv", table=sorted(config["paper"])),
+        claims="results/paper/claims.json" if "claims" in config else [],
     output:
         "results/metrics.json",
     log:
         "logs/paper/summary.log",
+    params:
+        claims=lambda wc, input: f"--claims {input.claims}" if input.claims else "",
     shell:
-        "{ASCL} summary {input} --out {output} > {log} 2>&1"
+        "{ASCL} summary {input.tables} {params.claims} --out {output} > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 localrules:
@@ -72,6 +107,7 @@ rule figure:
     shell:
         "{ASCL} figure {wildcards.fig} {params.inputs} --title {params.title:q} "
         "--caption {params.caption:q} --out {output} > {log} 2>&1"
+        f"{REPORT_SIGNAL}"
 
 
 for _fig in sorted(config.get("figures", {})):

@@ -1,0 +1,238 @@
+"""Small-scale diagnosis: which regime lets adversarial contrastive pre-training learn on the
+offline digits data (docs/small-scale.md).
+
+Each variant is one pre-training of a params.yaml method, with the package's own objective
+(`ascl.pretrain.make_step`), model and training loop (`ascl.engine.fit`), under a few overrides
+of the base regime (config/smoke.yaml plus the keys below). After every epoch it records the mean
+loss terms and the test accuracy of the pre-training classifier head (clean, and under PGD-10 at
+8/255 on the adversarial branch): the head is trained by the AT term only, so its accuracy shows
+whether the encoder the other terms shape still carries the class information.
+
+    python scripts/small_scale.py --out docs/small-scale            # every variant, seed 0
+    python scripts/small_scale.py --only base,lr-0.005 --seeds 0 1  # a few variants
+    python scripts/small_scale.py --plot-only --out docs/small-scale
+
+Results: <out>/runs.jsonl (one line per variant and seed, appended as each finishes; a variant
+already there is skipped) and <out>/loss-terms.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The base regime: the issue's measurement (digits10, all 1438 training images, ResNet-18 width
+# 8, batch 32, lr 0.02, PGD-2 at 8/255 in train mode, separated BN), 6 epochs.
+BASE = {
+    "device": "cpu",
+    "data": {"max_train": None, "max_test": None},
+    "model": {"width": 8, "proj_hidden": 32, "proj_dim": 16},
+    "pretrain": {"epochs": 6, "batch_size": 32, "lr": 0.02, "attack": {"steps": 2}},
+}
+
+# name -> (method, overrides of params, resolution or None for 32x32). The objective's weights
+# and the attack budget stay the paper's (lambda_at 1, lambda_cl 0.5, lambda_ascl 0.2, 8/255).
+VARIANTS: dict[str, tuple[str, dict, int | None]] = {
+    "at": ("ascl-at", {}, None),
+    "at+supcl": ("ascl-at-supcl", {}, None),
+    "base": ("ascl-at-cl", {}, None),
+    "full": ("ascl", {}, None),
+    "lr-0.005": ("ascl-at-cl", {"pretrain": {"lr": 0.005}}, None),
+    "batch-128": ("ascl-at-cl", {"pretrain": {"batch_size": 128}}, None),
+    "batch-128-lr-0.08": ("ascl-at-cl", {"pretrain": {"batch_size": 128, "lr": 0.08}}, None),
+    "width-16": ("ascl-at-cl", {"model": {"width": 16}}, None),
+    "attack-eval-bn": ("ascl-at-cl", {"pretrain": {"attack": {"train_mode": False}}}, None),
+    "epochs-15": ("ascl-at-cl", {"pretrain": {"epochs": 15}}, None),
+    "res-16": ("ascl-at-cl", {}, 16),
+    "res-16-full": ("ascl", {}, 16),
+    "temperature-0.2": ("ascl-at-cl", {"pretrain": {"temperature": 0.2}}, None),
+    # milder SimCLR views: no colour jitter or greyscale, crops of 60-100 % of the image
+    "weak-views": (
+        "ascl-at-cl",
+        {"augment": {"jitter_p": 0.0, "grayscale_p": 0.0, "crop_scale": [0.6, 1.0]}},
+        None,
+    ),
+    "no-colour-jitter": ("ascl-at-cl", {"augment": {"jitter_p": 0.0, "grayscale_p": 0.0}}, None),
+}
+
+
+def resize(x_uint8: torch.Tensor, size: int | None) -> torch.Tensor:
+    """(N, 3, 32, 32) uint8 -> (N, 3, size, size) uint8 by area averaging (None: unchanged)."""
+    if size is None or size == x_uint8.shape[-1]:
+        return x_uint8
+    x = F.adaptive_avg_pool2d(x_uint8.float(), size)
+    return x.round().clamp_(0, 255).to(torch.uint8)
+
+
+def head_accuracy(
+    model, x_uint8: torch.Tensor, y: torch.Tensor, branch: str
+) -> tuple[float, float]:
+    """Clean and PGD-10 (8/255, step 2/255) accuracy of the pre-training classifier head."""
+    from ascl.attacks import pgd
+    from ascl.engine import to_float
+
+    model.eval()
+    x = to_float(x_uint8)
+    with torch.no_grad():
+        clean = (model(x, branch).argmax(1) == y).float().mean().item()
+    g = torch.Generator().manual_seed(0)
+    x_adv = pgd(
+        lambda xa: F.cross_entropy(model(xa, branch), y),
+        x,
+        eps=8 / 255,
+        alpha=2 / 255,
+        steps=10,
+        random_start=True,
+        generator=g,
+    )
+    with torch.no_grad():
+        robust = (model(x_adv, branch).argmax(1) == y).float().mean().item()
+    model.train()
+    return clean, robust
+
+
+def run_variant(name: str, seed: int, data: Path) -> dict:
+    from ascl import config
+    from ascl.data import load_dataset
+    from ascl.engine import fit, place_model
+    from ascl.pretrain import build_pretrain_net, make_step
+    from ascl.tracking import Run
+
+    method, overrides, res = VARIANTS[name]
+    params = config.load_params(ROOT / "params.yaml", ROOT / "config" / "smoke.yaml")
+    params = config.deep_merge(config.deep_merge(params, BASE), overrides)
+    settings = config.pretrain_settings(params, method)
+    ds = load_dataset(data)
+    x, y = resize(ds.x_train, res), ds.y_train
+    x_test, y_test = resize(ds.x_test, res), ds.y_test
+    torch.manual_seed(seed)
+    model = place_model(build_pretrain_net(settings, ds.num_classes), torch.device("cpu"))
+    branch = "adv"
+    history: list[dict] = []
+    t0 = time.perf_counter()
+
+    class Recorder(Run):
+        def log_metrics(self, metrics, step=None):
+            clean, robust = head_accuracy(model, x_test, y_test, branch)
+            row = {k.removeprefix("train/"): v for k, v in metrics.items()}
+            row.update(epoch=step, head_sa=clean, head_ra=robust, wall_s=time.perf_counter() - t0)
+            history.append(row)
+            terms = {k: round(v, 3) for k, v in row.items() if k in ("at", "cl", "ascl", "loss")}
+            print(f"  {name} seed {seed} epoch {step}: {terms} SA {clean:.3f} RA {robust:.3f}")
+            sys.stdout.flush()
+
+    train = settings["train"]
+    with Recorder(name, enabled=False) as run:
+        fit(
+            model=model,
+            parameters=list(model.parameters()),
+            step=make_step(settings, model),
+            x_train=x,
+            y_train=y,
+            epochs=train["epochs"],
+            batch_size=train["batch_size"],
+            lr=train["lr"],
+            momentum=train["momentum"],
+            weight_decay=train["weight_decay"],
+            lr_milestones=train["lr_milestones"],
+            lr_gamma=train["lr_gamma"],
+            generator=torch.Generator().manual_seed(seed),
+            ckpt_dir=None,
+            run=run,
+            desc=name,
+        )
+    return {
+        "variant": name,
+        "method": method,
+        "overrides": overrides,
+        "resolution": res or 32,
+        "seed": seed,
+        "batch_size": train["batch_size"],
+        "history": history,
+    }
+
+
+def plot(runs: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(r["variant"] for r in runs))
+    for i, name in enumerate(names):
+        c = colours[i % len(colours)]
+        for r in (r for r in runs if r["variant"] == name):
+            ep = [h["epoch"] for h in r["history"]]
+            label = (
+                name if r["seed"] == min(q["seed"] for q in runs if q["variant"] == name) else None
+            )
+            if "cl" in r["history"][0]:
+                axes[0].plot(ep, [h["cl"] for h in r["history"]], color=c, label=label)
+            axes[1].plot(ep, [h["at"] for h in r["history"]], color=c, label=label)
+            axes[2].plot(ep, [h["head_sa"] for h in r["history"]], color=c, label=label)
+    for r in runs:
+        if "cl" in r["history"][0]:
+            n = r["batch_size"]
+            axes[0].axhline(
+                torch.log(torch.tensor(2.0 * n - 1)).item(), color="grey", lw=0.6, ls=":"
+            )
+    axes[0].set(title="adversarial NT-Xent term (L_CL); dotted: log(2N-1)", xlabel="epoch")
+    axes[1].set(title="AT term (CE of the CE-PGD example)", xlabel="epoch")
+    axes[2].set(title="test accuracy of the pre-training head (clean)", xlabel="epoch", ylim=(0, 1))
+    axes[2].axhline(0.1, color="grey", lw=0.6, ls=":")
+    axes[2].legend(fontsize=7, loc="upper left", ncol=2)
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "small-scale")
+    ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("ASCL_PROGRESS", "0")
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "runs.jsonl"
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    if not args.plot_only:
+        from ascl.data import prepare_dataset
+
+        data = ROOT / "resources" / "data" / "digits10.npz"
+        if not data.exists():
+            prepare_dataset("digits10", data)
+        names = [n for n in args.only.split(",") if n] or list(VARIANTS)
+        unknown = [n for n in names if n not in VARIANTS]
+        if unknown:
+            ap.error(f"unknown variant(s) {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+        for seed in args.seeds:
+            for name in names:
+                if any(r["variant"] == name and r["seed"] == seed for r in runs):
+                    continue
+                result = run_variant(name, seed, data)
+                runs.append(result)
+                with log.open("a") as f:
+                    f.write(json.dumps(result) + "\n")
+                plot(runs, args.out / "loss-terms.png")
+    plot(runs, args.out / "loss-terms.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
