@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: venv smoke test test-slow lint format bench report clean-results
+.PHONY: venv smoke mini test test-slow lint format bench report clean-results
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +18,12 @@ venv: $(STAMP)
 # No GPU is involved: `gpu=2` lets two single-threaded training jobs share the two CPU cores.
 smoke: $(STAMP)
 	$(BIN)/snakemake --configfile config/smoke.yaml --cores $(CORES) --resources gpu=$(CORES)
+
+# The paper's claims at CPU scale: the whole DAG on the offline data with three seeds, in the
+# regime of docs/small-scale.md (config/mini.yaml); about 90 minutes on 2 cores. Its claims
+# report is results/paper/claims.md.
+mini: $(STAMP)
+	$(BIN)/snakemake --configfile config/mini.yaml --cores $(CORES) --resources gpu=$(CORES)
 
 # The test suite (CI runs exactly this).
 test: $(STAMP)

@@ -52,6 +52,11 @@ VARIANTS: dict[str, tuple[str, dict, int | None]] = {
     "width-16": ("ascl-at-cl", {"model": {"width": 16}}, None),
     "attack-eval-bn": ("ascl-at-cl", {"pretrain": {"attack": {"train_mode": False}}}, None),
     "epochs-15": ("ascl-at-cl", {"pretrain": {"epochs": 15}}, None),
+    "lr-0.005-epochs-15": ("ascl-at-cl", {"pretrain": {"lr": 0.005, "epochs": 15}}, None),
+    "lr-0.002": ("ascl-at-cl", {"pretrain": {"lr": 0.002}}, None),
+    # the CPU-scale regime (config/mini.yaml): 16x16 images, lr 0.005, 12 epochs
+    "mini-at-cl": ("ascl-at-cl", {"pretrain": {"lr": 0.005, "epochs": 12}}, 16),
+    "mini-full": ("ascl", {"pretrain": {"lr": 0.005, "epochs": 12}}, 16),
     "res-16": ("ascl-at-cl", {}, 16),
     "res-16-full": ("ascl", {}, 16),
     "temperature-0.2": ("ascl-at-cl", {"pretrain": {"temperature": 0.2}}, None),
@@ -62,6 +67,17 @@ VARIANTS: dict[str, tuple[str, dict, int | None]] = {
         None,
     ),
     "no-colour-jitter": ("ascl-at-cl", {"augment": {"jitter_p": 0.0, "grayscale_p": 0.0}}, None),
+    # diagnostics that change the attack or the objective (not candidates for the regime)
+    "random-start-only": ("ascl-at-cl", {"pretrain": {"attack": {"steps": 0}}}, None),
+    "lambda-cl-0.1": ("ascl-at-cl", {"methods": {"ascl-at-cl": {"lambda_cl": 0.1}}}, None),
+    "weak-views-lr-0.005": (
+        "ascl-at-cl",
+        {
+            "augment": {"jitter_p": 0.0, "grayscale_p": 0.0, "crop_scale": [0.6, 1.0]},
+            "pretrain": {"lr": 0.005},
+        },
+        None,
+    ),
 }
 
 
@@ -100,7 +116,58 @@ def head_accuracy(
     return clean, robust
 
 
-def run_variant(name: str, seed: int, data: Path) -> dict:
+def term_gradients(model, step, x_uint8: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Norm of each loss term's gradient w.r.t. the encoder weights on one fixed batch, and the
+    cosine between the AT term's gradient and each other term's (BN statistics restored)."""
+    from ascl.engine import to_float
+
+    buffers = {
+        k: v.clone()
+        for k, v in model.state_dict().items()
+        if not v.is_floating_point() or "running" in k
+    }
+    params = [p for p in model.encoder.parameters() if p.requires_grad]
+    terms = step(to_float(x_uint8), y, torch.Generator().manual_seed(12345))
+    grads = {}
+    for k in ("at", "cl", "ascl"):
+        if k in terms:
+            g = torch.autograd.grad(terms[k], params, retain_graph=True, allow_unused=True)
+            grads[k] = torch.cat(
+                [
+                    (gi if gi is not None else torch.zeros_like(p)).flatten()
+                    for gi, p in zip(g, params, strict=True)
+                ]
+            )
+    model.load_state_dict(buffers, strict=False)
+    out = {f"grad_norm_{k}": float(g.norm()) for k, g in grads.items()}
+    for k in ("cl", "ascl"):
+        if "at" in grads and k in grads:
+            out[f"cos_at_{k}"] = float(F.cosine_similarity(grads["at"], grads[k], dim=0))
+    return out
+
+
+def representation_spread(model, x_uint8: torch.Tensor) -> dict[str, float]:
+    """How far the test images' representations are from collapse (eval mode), per branch:
+    ``spread_<branch>`` = ||std over images|| / ||mean over images|| of the encoder features
+    (0 = every image has the same features) and ``cos_<branch>`` = mean pairwise cosine of the
+    projections (1 = all projections identical)."""
+    from ascl.engine import to_float
+
+    model.eval()
+    x = to_float(x_uint8)
+    out = {}
+    with torch.no_grad():
+        for branch in ("clean", "adv"):
+            f = model.features(x, branch)
+            out[f"spread_{branch}"] = float(f.std(0).norm() / f.mean(0).norm().clamp_min(1e-12))
+            z = model.project(x, branch)
+            n = len(z)
+            out[f"cos_{branch}"] = float(((z @ z.T).sum() - n) / (n * (n - 1)))
+    model.train()
+    return out
+
+
+def run_variant(name: str, seed: int, data: Path, epochs: int | None = None) -> dict:
     from ascl import config
     from ascl.data import load_dataset
     from ascl.engine import fit, place_model
@@ -110,6 +177,8 @@ def run_variant(name: str, seed: int, data: Path) -> dict:
     method, overrides, res = VARIANTS[name]
     params = config.load_params(ROOT / "params.yaml", ROOT / "config" / "smoke.yaml")
     params = config.deep_merge(config.deep_merge(params, BASE), overrides)
+    if epochs is not None:
+        params = config.deep_merge(params, {"pretrain": {"epochs": epochs}})
     settings = config.pretrain_settings(params, method)
     ds = load_dataset(data)
     x, y = resize(ds.x_train, res), ds.y_train
@@ -125,17 +194,33 @@ def run_variant(name: str, seed: int, data: Path) -> dict:
             clean, robust = head_accuracy(model, x_test, y_test, branch)
             row = {k.removeprefix("train/"): v for k, v in metrics.items()}
             row.update(epoch=step, head_sa=clean, head_ra=robust, wall_s=time.perf_counter() - t0)
+            row.update(representation_spread(model, x_test))
+            model.train()
+            row.update(term_gradients(model, step_fn, x[:batch], y[:batch]))
             history.append(row)
-            terms = {k: round(v, 3) for k, v in row.items() if k in ("at", "cl", "ascl", "loss")}
+            shown = (
+                "at",
+                "cl",
+                "ascl",
+                "loss",
+                "cos_at_cl",
+                "cos_at_ascl",
+                "spread_adv",
+                "cos_adv",
+            )
+            terms = {
+                k: round(v, 3) for k, v in row.items() if k.startswith("grad_norm") or k in shown
+            }
             print(f"  {name} seed {seed} epoch {step}: {terms} SA {clean:.3f} RA {robust:.3f}")
             sys.stdout.flush()
 
     train = settings["train"]
+    step_fn, batch = make_step(settings, model), train["batch_size"]
     with Recorder(name, enabled=False) as run:
         fit(
             model=model,
             parameters=list(model.parameters()),
-            step=make_step(settings, model),
+            step=step_fn,
             x_train=x,
             y_train=y,
             epochs=train["epochs"],
@@ -205,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--epochs", type=int, help="override every variant's epochs (quick checks)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("ASCL_PROGRESS", "0")
@@ -225,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 if any(r["variant"] == name and r["seed"] == seed for r in runs):
                     continue
-                result = run_variant(name, seed, data)
+                result = run_variant(name, seed, data, args.epochs)
                 runs.append(result)
                 with log.open("a") as f:
                     f.write(json.dumps(result) + "\n")

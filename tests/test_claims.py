@@ -259,3 +259,13 @@ def test_claims_job_missing_cell_is_one_line(tmp_path, capsys):
     assert code == 2 and not out.exists()
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "table9/Z/sa" in err
+
+
+def test_learning_check_lists_rows_below_twice_chance(tmp_path):
+    t = _table_csv(tmp_path / "table9.csv", [("A", 80, 1, 3), ("B", 19.9, 1, 3), ("C", 20, 0, 3)])
+    rows = C.learning_check(
+        C.table_cells([t]), C.table_targets([t]), {"source": 10.0, "stl10": 10, "cifar100": 1}
+    )
+    assert {r["row"]: r["learns"] for r in rows} == {"A": True, "B": False, "C": True}
+    md = "\n".join(C.learning_markdown(rows, 2.0))
+    assert "2 of 3 table rows do" in md and "| table9 | B | 19.90 ± 1.00 (3) | 10 |" in md

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import tarfile
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 from ascl import data
+from ascl.cli import main
 from ascl.data import (
     CIFAR10C_CORRUPTIONS,
     DATASETS,
@@ -663,3 +665,53 @@ def test_digits20_texture_survives_crop_flip_jitter_greyscale(offline):
     # colour alone does not tell the texture: mean colours of the two halves are close
     means = [x[(ds.y_test >= 10) == s].mean((0, 2, 3)) for s in (False, True)]
     assert (means[0] - means[1]).abs().max() < 8
+
+
+def test_downscale_is_the_rounded_block_mean():
+    x = np.random.default_rng(0).integers(0, 256, size=(3, 3, 8, 8), dtype=np.uint8)
+    small = data.formats.downscale_images(x, 4)
+    assert small.shape == (3, 3, 4, 4) and small.dtype == np.uint8
+    for n, c, i, j in itertools.product(range(3), range(3), range(4), range(4)):
+        block = [int(x[n, c, 2 * i + a, 2 * j + b]) for a in range(2) for b in range(2)]
+        assert small[n, c, i, j] == int(sum(block) / 4 + 0.5)
+    with pytest.raises(data.FormatError, match="image size 3 does not divide the stored 8x8"):
+        data.formats.downscale_images(x, 3)
+
+
+def test_download_at_a_reduced_image_size(tmp_path):
+    """`ascl download --image-size 16`: the stored set is the full one downscaled; no
+    full-size file is left beside it."""
+    full = prepare_dataset("digits10", tmp_path / "full" / "digits10.npz")
+    out = tmp_path / "data" / "digits10.npz"
+    assert main(["download", "digits10", "--out", str(out), "--image-size", "16"]) == 0
+    small, ref = load_dataset(out), load_dataset(full)
+    assert small.x_train.shape[1:] == (3, 16, 16)
+    expected = data.formats.downscale_images(ref.x_test.numpy(), 16)
+    np.testing.assert_array_equal(small.x_test.numpy(), expected)
+    np.testing.assert_array_equal(small.y_train.numpy(), ref.y_train.numpy())
+    assert sorted(p.name for p in out.parent.iterdir()) == ["digits10.npz"]
+
+
+def test_corruptions_download_at_a_reduced_image_size(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("ASCL_CACHE_DIR", str(tmp_path / "cache"))
+    n = 5
+    rng = np.random.default_rng(4)
+    members, expected = {}, {}
+    for name in CIFAR10C_CORRUPTIONS:
+        hwc = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.save(buf, hwc, allow_pickle=False)
+        members[f"CIFAR-10-C/{name}.npy"] = buf.getvalue()
+        expected[name] = data.formats.downscale_images(np.moveaxis(hwc, 3, 1), 8)
+    buf = io.BytesIO()
+    np.save(buf, rng.integers(0, 10, n).astype(np.uint8), allow_pickle=False)
+    members["CIFAR-10-C/labels.npy"] = buf.getvalue()
+    blob = make_tar(members, mode="w")
+    url = server.serve("/CIFAR-10-C-small.tar", ("ok", blob))
+    out = tmp_path / "data" / "cifar10c"
+    args = ["download", "cifar10c", "--out", str(out), "--url", url, "--md5", md5(blob)]
+    assert main([*args, "--image-size", "8"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cifar10c"]
+    for name in CIFAR10C_CORRUPTIONS:
+        x, _, _ = load_corrupted(out / f"{name}.npz")
+        np.testing.assert_array_equal(x.numpy(), expected[name])

@@ -85,8 +85,8 @@ def job_counts(output: str) -> dict[str, int]:
 def test_full_paper_dry_run_lists_every_job(tmp_path):
     """Full params.yaml with two seeds: one pre-training per method and seed, one finetuning and
     one PGD evaluation per model the tables and figures name, AutoAttack for the rows of tables
-    showing RA-AA, the black-box matrix, each figure's evaluations (first seed), one aggregation
-    per table and figure."""
+    showing RA-AA, the black-box matrix, each figure's evaluations (first seed; every seed for
+    the figures a claim reads), one aggregation per table and figure, one claims report."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["seeds"] = [0, 1]
     wd = workdir_with(tmp_path, params=params)
@@ -118,9 +118,20 @@ def test_full_paper_dry_run_lists_every_job(tmp_path):
             for r in f["models"].values()
         }
 
+    # a figure shows the first seed; the figures a claim reads are evaluated for every seed
+    claim_figures = {c["figure"] for c in params["claims"]["items"].values() if "figure" in c}
+
+    def per_claim_figure(evaluation):
+        return {
+            key(r)
+            for name in claim_figures
+            if figures[name]["evaluation"] == evaluation
+            for r in figures[name]["models"].values()
+        }
+
     curves = sum(
         len(per_figure(e)) for e in ("tsne", "landscape_input", "landscape_weight", "strength")
-    )
+    ) + len(per_claim_figure("strength"))
     assert counts["pretrain"] == len({m for m, _, _ in models} | {"simclr"}) * 2
     assert counts["pretrain"] == len(params["methods"]) * 2  # every method is used somewhere
     assert counts["pseudo_labels"] == 2  # advcl, per seed
@@ -128,11 +139,14 @@ def test_full_paper_dry_run_lists_every_job(tmp_path):
     assert counts["evaluate_pgd"] == len(models) * 2
     assert counts["evaluate_autoattack"] == len(aa_rows) * 2
     assert counts["blackbox_craft"] == counts["blackbox_eval"] == len(matrix) * 2
-    assert counts["evaluate_corruptions"] == len(per_figure("corruptions"))
+    assert counts["evaluate_corruptions"] == len(per_figure("corruptions")) + len(
+        per_claim_figure("corruptions")
+    )
     assert counts["evaluate_inversion"] == len(per_figure("inversion"))
     assert counts["evaluate_curve"] == curves
     assert counts["table"] == len(tables) == 8
     assert counts["figure"] == len(figures) == 7
+    assert counts["claims"] == 1
     assert counts["download"] == 3  # cifar10, stl10, cifar100
     assert counts["download_corruptions"] == 1  # cifar10c
 

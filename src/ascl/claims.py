@@ -320,6 +320,63 @@ def _non_increasing(spec, figures, published, claims, alpha, where) -> Outcome:
 
 
 # ---------------------------------------------------------------------------------------------
+# Does every model learn?
+
+
+def table_targets(csv_paths: list[str | Path]) -> dict[tuple[str, str], str]:
+    """{(table, row): target role} of the tables' CSVs."""
+    out = {}
+    for path in map(Path, csv_paths):
+        with path.open(newline="") as f:
+            for r in csv.DictReader(f):
+                if "source" not in r and r.get("target"):
+                    out[(path.stem, r["row"])] = r["target"]
+    return out
+
+
+def learning_check(
+    cells: dict[tuple[str, str, str], Sample],
+    targets: dict[tuple[str, str], str],
+    chance: dict[str, float],
+    factor: float = 2.0,
+) -> list[dict]:
+    """Every measured row with a standard accuracy: does its mean SA reach `factor` x chance
+    (chance in % per target role: 100 / number of classes)?"""
+    rows = []
+    for (table, row, metric), sample in sorted(cells.items()):
+        if metric != "sa" or (table, row) not in targets:
+            continue
+        level = chance[targets[(table, row)]]
+        rows.append(
+            {
+                "table": table,
+                "row": row,
+                "sa": sample,
+                "chance": level,
+                "learns": sample.mean >= factor * level,
+            }
+        )
+    return rows
+
+
+def learning_markdown(rows: list[dict], factor: float) -> list[str]:
+    missing = [r for r in rows if not r["learns"]]
+    lines = [
+        "",
+        f"## Does every model learn? (SA at least {factor:g} x chance)",
+        "",
+        f"{len(rows) - len(missing)} of {len(rows)} table rows do."
+        + (" Rows below that level:" if missing else ""),
+    ]
+    if missing:
+        lines += ["", "| table | row | SA | chance |", "|---|---|---|---|"]
+        lines += [
+            f"| {r['table']} | {r['row']} | {_show(r['sa'])} | {r['chance']:g} |" for r in missing
+        ]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # Output
 
 
@@ -341,7 +398,12 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def to_markdown(rows: list[dict], published_rows: list[dict] | None, title: str) -> str:
+def to_markdown(
+    rows: list[dict],
+    published_rows: list[dict] | None,
+    title: str,
+    learning: list[str] | None = None,
+) -> str:
     pub = {r["id"]: r["status"] for r in published_rows or []}
     counts = {s: sum(r["status"] == s for r in rows) for s in (HOLDS, FAILS, INCONCLUSIVE)}
     lines = [
@@ -361,6 +423,7 @@ def to_markdown(rows: list[dict], published_rows: list[dict] | None, title: str)
             f"| {r['claim']} | {MARK[r['status']]}{note} | {r['a']} | {r['b']} | {effect} | {p} "
             f"| {MARK.get(pub.get(r['id'], ''), '')} | {r['source']} |"
         )
+    lines += learning or []
     lines += ["", "Quotes:", ""]
     lines += [f"- **{r['claim']}** ({r['source']}): “{r['quote']}”" for r in rows]
     return "\n".join(lines) + "\n"
@@ -456,9 +519,15 @@ def write_claims(
     from ascl.report import load_published
 
     published = load_published() if published is None else published
-    rows = evaluate_claims(claims, table_cells(table_csvs), load_figure_inputs(figure_items))
+    cells = table_cells(table_csvs)
+    rows = evaluate_claims(claims, cells, load_figure_inputs(figure_items))
     paper = evaluate_claims(claims, published_cells(published), None, published)
-    md = to_markdown(rows, paper, title)
+    learning = None
+    if "chance" in claims:
+        factor = claims.get("learns_factor", 2.0)
+        checked = learning_check(cells, table_targets(table_csvs), claims["chance"], factor)
+        learning = learning_markdown(checked, factor)
+    md = to_markdown(rows, paper, title, learning)
     atomic_write_text(out_csv, to_csv(rows))
     if out_json is not None:
         atomic_write_text(out_json, json.dumps(metrics(rows), indent=2) + "\n")

@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npz file (a directory for cifar10c, digits10-c)")
     p.add_argument("--url", help="mirror URL overriding the official one")
     p.add_argument("--md5", help="expected md5 (with --url of a different archive)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="store the images downscaled to SIZE x SIZE (area averaging; divides 32)",
+    )
 
     p = sub.add_parser("check", help="validate params files and print the merged result")
     p.add_argument("params", nargs="+")
@@ -176,15 +181,23 @@ def run(args: argparse.Namespace) -> None:
             raise config.ParamsError(
                 f"download: unknown data set {args.name!r} (known: {', '.join(known)})"
             )
+        if args.name == DIGITS10C and (args.url or args.md5):
+            raise config.ParamsError(f"download: {DIGITS10C} is built offline; no --url/--md5")
+        out = Path(args.out)
+        # At a reduced image size the full-size set is prepared under a hidden name first, so
+        # that `out` only ever holds the downscaled set.
+        full = out if not args.image_size else out.with_name(f".{out.name}.full")
         if args.name == DIGITS10C:
-            if args.url or args.md5:
-                raise config.ParamsError(f"download: {DIGITS10C} is built offline; no --url/--md5")
-            path = prepare_digits10c(args.out)
+            prepare_digits10c(full)
         elif args.name == "cifar10c":
-            path = prepare_cifar10c(args.out, url=args.url, md5=args.md5)
+            prepare_cifar10c(full, url=args.url, md5=args.md5)
         else:
-            path = prepare_dataset(args.name, args.out, url=args.url, md5=args.md5)
-        print(path)
+            prepare_dataset(args.name, full, url=args.url, md5=args.md5)
+        if args.image_size:
+            from ascl.data.formats import downscale_tree
+
+            downscale_tree(full, out, args.image_size)
+        print(out)
         return
     if args.command == "table":
         from ascl.report import write_table

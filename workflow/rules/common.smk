@@ -17,6 +17,12 @@ except ascl_config.ParamsError as err:
 validate(config, "../../src/ascl/params.schema.yaml", set_default=False)
 
 DATA = config["data"]["root"]
+# data.image_size: every set is stored downscaled (a param: a change rebuilds the data)
+IMAGE_SIZE_ARG = (
+    f"--image-size {config['data']['image_size']}"
+    if config["data"].get("image_size")
+    else ""
+)
 SEEDS = config["seeds"]
 SRC = Path(workflow.basedir).parent / "src" / "ascl"
 # Python modules each job kind runs; their content hash is a param, so code changes rerun jobs.
@@ -26,6 +32,7 @@ CODE = {
         "data/download.py",
         "data/formats.py",
         "data/offline.py",
+        "data/prepare.py",
     ],
     "pseudo_labels": [
         "pseudo_labels.py",
@@ -63,7 +70,12 @@ CODE = {
         "losses.py",
         "finetune.py",
     ],
-    "download_corruptions": ["data/corrupt.py", "data/offline.py", "data/prepare.py"],
+    "download_corruptions": [
+        "data/corrupt.py",
+        "data/offline.py",
+        "data/prepare.py",
+        "data/formats.py",
+    ],
     "table": ["report.py", "reference/published.yaml"],
     "figure": ["figures.py"],
     "claims": ["claims.py", "report.py", "reference/published.yaml"],

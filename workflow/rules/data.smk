@@ -10,9 +10,10 @@ rule download:
         "logs/download/{dataset}.log",
     params:
         url=lambda wc: config["data"].get("urls", {}).get(wc.dataset, ""),
+        size=IMAGE_SIZE_ARG,
         code=code_hash("download"),
     shell:
-        "{ASCL} download {wildcards.dataset} --out {output} "
+        "{ASCL} download {wildcards.dataset} --out {output} {params.size} "
         "$( [ -n '{params.url}' ] && echo --url '{params.url}' ) > {log} 2>&1"
         f"{REPORT_SIGNAL}"
 
@@ -26,9 +27,10 @@ rule download_corruptions:
     params:
         name=config["data"]["corruptions"],
         url=config["data"].get("urls", {}).get(config["data"]["corruptions"], ""),
+        size=IMAGE_SIZE_ARG,
         code=code_hash("download_corruptions"),
     shell:
-        "{ASCL} download {params.name} --out {output} "
+        "{ASCL} download {params.name} --out {output} {params.size} "
         "$( [ -n '{params.url}' ] && echo --url '{params.url}' ) > {log} 2>&1"
         f"{REPORT_SIGNAL}"
 

@@ -290,3 +290,53 @@ def corrupted_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> dict
     }
     check_corrupted(arrays, where)
     return arrays
+
+
+def downscale_images(x: np.ndarray, size: int) -> np.ndarray:
+    """(N, C, H, W) uint8 -> (N, C, size, size) uint8: the mean of each (H/size) x (W/size)
+    block, rounded to the nearest integer (area averaging). `size` must divide H and W."""
+    n, c, h, w = x.shape
+    if size <= 0 or h % size or w % size:
+        raise FormatError(f"image size {size} does not divide the stored {h}x{w} images")
+    if (h, w) == (size, size):
+        return x
+    blocks = x.reshape(n, c, size, h // size, size, w // size).astype(np.float64)
+    return np.floor(blocks.mean(axis=(3, 5)) + 0.5).astype(np.uint8)
+
+
+def downscale_npz(src: str | Path, out: str | Path, size: int) -> Path:
+    """Write the data set (uniform form) or corruption file `src` to `out` (atomically) with
+    every image array (x, x_train, x_test) downscaled to size x size; labels unchanged."""
+    with np.load(src, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    for key in ("x", "x_train", "x_test"):
+        if key in arrays:
+            arrays[key] = downscale_images(arrays[key], size)
+    return write_npz_atomic(out, arrays)
+
+
+def downscale_tree(full: str | Path, out: str | Path, size: int) -> Path:
+    """Downscale a prepared data set file, or a directory of corruption files, from `full` to
+    `out` (see `downscale_npz`), then delete `full`. A directory is assembled in a staging
+    directory next to `out` and renamed into place when complete."""
+    import shutil
+    import tempfile
+
+    full, out = Path(full), Path(out)
+    if full.is_file():
+        downscale_npz(full, out, size)
+        full.unlink()
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        for path in sorted(full.glob("*.npz")):
+            downscale_npz(path, staging / path.name, size)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(full, ignore_errors=True)
+    return out
