@@ -378,6 +378,7 @@ def agreement_worker(spec: dict) -> dict[str, Any]:
         lambda_ascl=spec_obj["lambda_ascl"],
         attack_source=spec_obj["attack_source"],
         temperature=settings["train"]["temperature"],
+        reading="symmetric",  # the peer-style reference is SupContrast over {x̃, x + δ}
     )
     cases = {
         "no_attack": (0, False, "peer"),
@@ -440,6 +441,7 @@ def precision_worker(spec: dict) -> dict[str, Any]:
         lambda_ascl=spec_obj["lambda_ascl"],
         attack_source=spec_obj["attack_source"],
         temperature=settings["train"]["temperature"],
+        reading="symmetric",  # the peer-style reference is SupContrast over {x̃, x + δ}
     )
     base = place_model(build_model(settings, seed=1), device).train()
     x_u8, y = synthetic_images(3 * spec["batch"], seed=1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -252,31 +253,31 @@ def plot(runs: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.4))
+    cmap = plt.get_cmap("tab20")
     names = list(dict.fromkeys(r["variant"] for r in runs))
     for i, name in enumerate(names):
-        c = colours[i % len(colours)]
+        c = cmap(i % 20)
         for r in (r for r in runs if r["variant"] == name):
             ep = [h["epoch"] for h in r["history"]]
-            label = (
-                name if r["seed"] == min(q["seed"] for q in runs if q["variant"] == name) else None
-            )
-            if "cl" in r["history"][0]:
-                axes[0].plot(ep, [h["cl"] for h in r["history"]], color=c, label=label)
-            axes[1].plot(ep, [h["at"] for h in r["history"]], color=c, label=label)
-            axes[2].plot(ep, [h["head_sa"] for h in r["history"]], color=c, label=label)
-    for r in runs:
-        if "cl" in r["history"][0]:
-            n = r["batch_size"]
-            axes[0].axhline(
-                torch.log(torch.tensor(2.0 * n - 1)).item(), color="grey", lw=0.6, ls=":"
-            )
+            first = r["seed"] == min(q["seed"] for q in runs if q["variant"] == name)
+            label = f"{name} ({r['method']})" if first else None
+            ls = "--" if r["resolution"] != 32 else "-"
+            for ax, key in zip(axes, ("cl", "at", "head_sa"), strict=True):
+                if key in r["history"][0]:
+                    ax.plot(ep, [h[key] for h in r["history"]], color=c, ls=ls, label=label)
+    for n in sorted({r["batch_size"] for r in runs if "cl" in r["history"][0]}):
+        axes[0].axhline(math.log(2 * n - 1), color="grey", lw=0.6, ls=":")
     axes[0].set(title="adversarial NT-Xent term (L_CL); dotted: log(2N-1)", xlabel="epoch")
-    axes[1].set(title="AT term (CE of the CE-PGD example)", xlabel="epoch")
+    axes[1].set(title="AT term (CE of the CE-PGD example); chance: log 10", xlabel="epoch")
     axes[2].set(title="test accuracy of the pre-training head (clean)", xlabel="epoch", ylim=(0, 1))
+    axes[1].axhline(math.log(10), color="grey", lw=0.6, ls=":")
     axes[2].axhline(0.1, color="grey", lw=0.6, ls=":")
-    axes[2].legend(fontsize=7, loc="upper left", ncol=2)
+    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(
+        "digits10, ResNet-18 width 8, batch 32, lr 0.02, 6 epochs unless the name says "
+        "otherwise; dashed: 16x16 images"
+    )
     fig.tight_layout()
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)

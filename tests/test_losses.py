@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ascl.losses import (
     ascl_loss,
+    ascl_loss_literal,
     cross_entropy_loss,
     nt_xent_loss,
     supcon_loss,
@@ -313,3 +314,44 @@ def test_trades_kl_identical_logits_is_zero():
     assert trades_kl(logits, logits).item() == pytest.approx(0.0, abs=1e-12)
     assert trades_kl(logits, logits + 5.0).item() == pytest.approx(0.0, abs=1e-12)
     assert trades_kl(logits, torch.randn(8, 10, generator=g, dtype=torch.float64)).item() > 0
+
+
+def ref_ascl_literal(z_aug, z_adv, labels, tau):
+    """Eq. (9) as printed, anchor by anchor: for each augmented view i, the positives are the
+    adversarial examples p with y_p = y_i (its own included), the denominator every entry of
+    {x̃} ∪ {x + δ} but x̃_i."""
+    aug, adv = z_aug.detach().double().tolist(), z_adv.detach().double().tolist()
+    labs = [int(v) for v in labels.tolist()]
+    n = len(aug)
+    entries = aug + adv
+    per_anchor = []
+    for i in range(n):
+        denom = sum(math.exp(_dot(aug[i], entries[a]) / tau) for a in range(2 * n) if a != i)
+        positives = [p for p in range(n) if labs[p] == labs[i]]
+        total = sum(math.log(math.exp(_dot(aug[i], adv[p]) / tau) / denom) for p in positives)
+        per_anchor.append(-total / len(positives))
+    return sum(per_anchor) / n
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("tau", TEMPERATURES)
+@pytest.mark.parametrize("n,d,seed", CASES)
+def test_ascl_literal_matches_loop(n, d, seed, tau, dtype):
+    z_aug, z_adv = unit(n, d, seed, dtype), unit(n, d, seed + 50, dtype)
+    y = rand_labels(n, 3, seed)
+    got = ascl_loss_literal(z_aug, z_adv, y, tau)
+    ref = ref_ascl_literal(z_aug, z_adv, y, tau)
+    assert got.item() == pytest.approx(ref, abs=tol(dtype), rel=tol(dtype))
+
+
+def test_ascl_readings_differ():
+    """The two readings of eq. (9) are different losses, both with a finite gradient for every
+    adversarial entry."""
+    z_aug, z_adv = unit(6, 5, 7), unit(6, 5, 8)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert ascl_loss(z_aug, z_adv, y, 0.5).item() != pytest.approx(
+        ascl_loss_literal(z_aug, z_adv, y, 0.5).item(), abs=1e-3
+    )
+    z_adv = z_adv.clone().requires_grad_(True)
+    ascl_loss_literal(z_aug, z_adv, y, 0.5).backward()
+    assert torch.isfinite(z_adv.grad).all() and (z_adv.grad.abs().sum(1) > 0).all()

@@ -10,6 +10,7 @@ import torch
 
 from ascl.models import BranchBatchNorm2d, PretrainNet, branch_index
 from ascl.objectives import ATTACK_SOURCES, ASCLObjective, AttackConfig, ascl_terms
+from tests.test_losses import ref_ascl_literal
 
 N = 6
 SIZE = 16
@@ -50,10 +51,15 @@ def tiny_batch(seed=0):
     return x, v1, v2, y
 
 
-def objective(weights, source="ensemble"):
+def objective(weights, source="ensemble", reading="literal"):
     at, cl, ascl = weights
     return ASCLObjective(
-        lambda_at=at, lambda_cl=cl, lambda_ascl=ascl, attack_source=source, temperature=TAU
+        lambda_at=at,
+        lambda_cl=cl,
+        lambda_ascl=ascl,
+        attack_source=source,
+        temperature=TAU,
+        reading=reading,
     )
 
 
@@ -91,8 +97,9 @@ def references(net, x, v1, v2, y):
         cl = ref_supcon(z, torch.cat([inst, inst]), TAU)
         z_aug = net.project(v1, "clean")
         z_adv = net.project(x, "adv")
-        ascl = ref_supcon(torch.cat([z_aug, z_adv]), torch.cat([y, y]), TAU)
-    return {"at": at, "cl": cl, "ascl": ascl}
+        symmetric = ref_supcon(torch.cat([z_aug, z_adv]), torch.cat([y, y]), TAU)
+        literal = ref_ascl_literal(z_aug, z_adv, y, TAU)
+    return {"at": at, "cl": cl, "ascl": literal, "ascl_symmetric": symmetric}
 
 
 @pytest.mark.parametrize("source", ATTACK_SOURCES)
@@ -126,14 +133,18 @@ def test_loss_is_weighted_sum(weights, source):
     assert out["loss"].item() == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.parametrize("reading", ["literal", "symmetric"])
 @pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("source", ATTACK_SOURCES)
-def test_unattacked_terms_equal_references(source, train):
-    """With steps=0 and no random start each term is the clean-input reference loss."""
+def test_unattacked_terms_equal_references(source, train, reading):
+    """With steps=0 and no random start each term is the clean-input reference loss (eq. 9 in
+    the objective's reading)."""
     net = randomise_bn(tiny_net(1)).train(train)
     batch = tiny_batch(1)
     ref = references(net, *batch)
-    out = ascl_terms(net, *batch, objective((1.0, 0.5, 0.2), source), NO_ATTACK)
+    if reading == "symmetric":
+        ref["ascl"] = ref["ascl_symmetric"]
+    out = ascl_terms(net, *batch, objective((1.0, 0.5, 0.2), source, reading), NO_ATTACK)
     for k in ("at", "cl", "ascl"):
         assert out[k].item() == pytest.approx(ref[k], abs=1e-5), k
     expected = ref["at"] + 0.5 * ref["cl"] + 0.2 * ref["ascl"]

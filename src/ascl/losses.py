@@ -56,7 +56,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 
 
 def ascl_loss(z_aug: Tensor, z_adv: Tensor, labels: Tensor, temperature: float = 0.5) -> Tensor:
-    """Adversarial supervised contrastive loss of eq. (9).
+    """Adversarial supervised contrastive loss of eq. (9), symmetric (SupCon) reading.
 
     z_aug: (N, D) projections of the augmented views x̃; z_adv: (N, D) projections of the
     adversarial examples x + δ; labels: (N,). The contrastive set is the 2N entries
@@ -64,6 +64,29 @@ def ascl_loss(z_aug: Tensor, z_adv: Tensor, labels: Tensor, temperature: float =
     adversarial example is always a positive of its augmented view and vice versa).
     """
     return supcon_loss(torch.cat([z_aug, z_adv]), torch.cat([labels, labels]), temperature)
+
+
+def ascl_loss_literal(
+    z_aug: Tensor, z_adv: Tensor, labels: Tensor, temperature: float = 0.5
+) -> Tensor:
+    """Eq. (9) read literally: anchors are the augmented views, positives the adversarial
+    examples of the anchor's class.
+
+    z_aug: (N, D) projections of the augmented views x̃ (one view per sample: the N anchors);
+    z_adv: (N, D) projections of the adversarial examples x + δ; labels: (N,). For anchor i,
+    P(i) = {x_p + δ_p : y_p = y_i} (its own adversarial example included, so P(i) is never
+    empty) and the denominator runs over A(i) = all 2N entries {x̃_k} ∪ {x_k + δ_k} but x̃_i.
+    Unlike `ascl_loss`, adversarial entries are never anchors and other augmented views of the
+    same class are never positives. Returns the mean over the N anchors.
+    """
+    n = z_aug.shape[0]
+    log_prob = _log_prob_over_others(torch.cat([z_aug, z_adv]), temperature)[:n, n:]
+    positive = labels[:, None] == labels[None, :]  # (N anchors, N adversarial entries)
+    pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    return (-pos_log_prob / positive.sum(dim=1)).mean()
+
+
+ASCL_READINGS = {"symmetric": ascl_loss, "literal": ascl_loss_literal}
 
 
 def cross_entropy_loss(logits: Tensor, labels: Tensor) -> Tensor:

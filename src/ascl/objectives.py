@@ -30,7 +30,7 @@ from torch import Tensor
 from ascl.attacks import model_mode, pgd
 from ascl.augment import high_frequency_view, rotations
 from ascl.losses import (
-    ascl_loss,
+    ASCL_READINGS,
     cross_entropy_loss,
     multiview_nt_xent,
     nt_xent_loss,
@@ -67,8 +67,14 @@ class ASCLObjective:
     lambda_ascl: float = 0.2
     attack_source: str = "ensemble"
     temperature: float = 0.5
+    # eq. (9): "literal" (as printed: anchors x̃, positives the same-class adversarial examples,
+    # the default) or "symmetric" (SupCon over {x̃, x + δ}: every same-label entry a positive,
+    # the adversarial entries anchors too); losses.ascl_loss_literal / losses.ascl_loss
+    reading: str = "literal"
 
     def __post_init__(self) -> None:
+        if self.reading not in ASCL_READINGS:
+            raise ValueError(f"reading must be one of {tuple(ASCL_READINGS)}, got {self.reading!r}")
         if self.attack_source not in ATTACK_SOURCES:
             raise ValueError(
                 f"attack_source must be one of {ATTACK_SOURCES}, got {self.attack_source!r}"
@@ -92,6 +98,7 @@ def ascl_terms(
     """
     obj, tau, n = objective, objective.temperature, x.shape[0]
     use_at, use_cl, use_ascl = obj.lambda_at > 0, obj.lambda_cl > 0, obj.lambda_ascl > 0
+    ascl_loss = ASCL_READINGS[obj.reading]
 
     def attack_with(loss_fn, inputs: Tensor) -> Tensor:
         return _attack(model, loss_fn, inputs, attack, generator)

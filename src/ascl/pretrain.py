@@ -120,6 +120,7 @@ def make_step(settings: dict, model: PretrainNet):
             lambda_ascl=spec.get("lambda_ascl", 0.2),
             attack_source=spec.get("attack_source", "ensemble"),
             temperature=train["temperature"],
+            reading=spec.get("reading", ASCLObjective.reading),
         )
 
         def step(x, y, g):
