@@ -149,8 +149,9 @@ def test_bad_cell_is_one_line():
             }
         }
     }
+    cells = {("table1", "ASCL", "sa"): C.Sample(80.0, 1.0, 3)}  # table1 built, no row "Nope"
     with pytest.raises(C.ClaimError, match="claims.items.x: no value for cell 'table1/Nope/sa'"):
-        C.evaluate_claims(spec, {}, {})
+        C.evaluate_claims(spec, cells, {})
 
 
 def _table_csv(path, rows):
@@ -269,3 +270,26 @@ def test_learning_check_lists_rows_below_twice_chance(tmp_path):
     assert {r["row"]: r["learns"] for r in rows} == {"A": True, "B": False, "C": True}
     md = "\n".join(C.learning_markdown(rows, 2.0))
     assert "2 of 3 table rows do" in md and "| table9 | B | 19.90 ± 1.00 (3) | 10 |" in md
+
+
+def test_claims_outside_the_configuration_are_not_evaluated(tmp_path):
+    """A params slice without the claim's table or figure marks it 'not configured' (and
+    says so in the summary line) instead of failing."""
+    t = _table_csv(tmp_path / "table9.csv", [("A", 80, 1, 3), ("B", 70, 1, 3)])
+    spec = {
+        "items": {
+            "h": {"claim": "A > B", "a": "table9/A/sa", "op": ">", "b": "table9/B/sa"},
+            "t": {"claim": "other table", "a": "table1/ASCL/sa", "op": ">", "b": 1.0},
+            "f": {"claim": "curves", "kind": "non_increasing", "figure": "fig6"},
+        }
+    }
+    for r in spec["items"].values():
+        r |= {"source": "s", "quote": "q"}
+    rows = C.evaluate_claims(spec, C.table_cells([t]), {})
+    assert {r["id"]: r["status"] for r in rows} == {
+        "h": C.HOLDS,
+        "t": C.NOT_CONFIGURED,
+        "f": C.NOT_CONFIGURED,
+    }
+    md = C.to_markdown(C.evaluate_claims(spec, C.table_cells([t]), {}), None, "T")
+    assert "1 hold, 0 fail, 0 inconclusive of 1 claims (2 more read tables or figures" in md

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def read_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -57,6 +58,19 @@ def deep_merge(base: dict, override: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads YAML 1.2 / JSON floats without a dot (1e-06, 5E+3) as
+    numbers; YAML 1.1 reads them as strings, so a params file written by json.dumps would carry
+    a string weight decay."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def load_params(*paths: str | Path) -> dict:
@@ -111,6 +125,9 @@ _WEIGHTED_OBJECTIVES = {
 
 
 def _check_references(params: dict) -> None:
+    for name in params.get("recipes", {}).get("peer", {}):
+        if name not in params["methods"]:
+            raise ParamsError(f"params: recipes.peer.{name}: unknown method")
     ft = params["finetune"]
     if ft["default_strategy"] not in ft["strategies"]:
         raise ParamsError(
@@ -166,7 +183,11 @@ def _method_pretrain(params: dict, method: str) -> dict:
             f"params: methods: unknown method {method!r} (known: {', '.join(params['methods'])})"
         )
     spec = params["methods"][method]
-    return deep_merge(params["pretrain"], spec.get("pretrain", {}))
+    train = deep_merge(params["pretrain"], spec.get("pretrain", {}))
+    if params.get("protocol", "paper") == "peer":
+        recipe = params.get("recipes", {}).get("peer", {}).get(method, {})
+        train = deep_merge(train, recipe.get("pretrain", {}))
+    return train
 
 
 def pretrain_settings(params: dict, method: str) -> dict:

@@ -139,6 +139,123 @@ def milestone_epochs(epochs: int, fractions: list[float]) -> list[int]:
     return [max(1, round(f * epochs)) for f in fractions]
 
 
+OPTIMIZERS = ("sgd", "lars")
+SCHEDULES = ("step", "cosine")
+
+
+def lr_factor(
+    epoch: int,
+    epochs: int,
+    *,
+    schedule: str = "step",
+    milestones: list[float] = (),
+    gamma: float = 0.1,
+    warmup_epochs: int = 0,
+) -> float:
+    """Multiplier of the base lr during epoch `epoch` (0-based) of `epochs`.
+
+    Warm-up: (epoch + 1) / warmup_epochs for the first warmup_epochs epochs. Then "step":
+    gamma ** (number of milestone epochs <= epoch), milestones as fractions of `epochs`
+    (the paper's piecewise schedule); "cosine": 0.5 * (1 + cos(pi * t)), t the fraction of the
+    epochs after warm-up already done (SimCLR/ACL/SupContrast, per epoch).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if epoch < warmup_epochs:
+        return (epoch + 1) / warmup_epochs
+    if schedule == "step":
+        return gamma ** sum(epoch >= m for m in milestone_epochs(epochs, list(milestones)))
+    t = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017), in the form
+    of SimCLR's LARS that ACL and RoCL use: for a weight matrix or kernel (ndim > 1) the step is
+    d = g + wd * w scaled by the trust ratio eta * ||w|| / ||d||; biases and batch-norm
+    parameters (ndim <= 1) are neither adapted nor decayed. v <- momentum * v + lr * d;
+    w <- w - v."""
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+    ) -> None:
+        super().__init__(
+            params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta}
+        )
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - torch.optim API
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d = p.grad
+                if p.ndim > 1:
+                    d = d.add(p, alpha=group["weight_decay"])
+                    w_norm, d_norm = torch.linalg.norm(p), torch.linalg.norm(d)
+                    trust = torch.where(
+                        (w_norm > 0) & (d_norm > 0),
+                        group["eta"] * w_norm / d_norm,
+                        torch.ones_like(w_norm),
+                    )
+                    d = d * trust
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                buf = (
+                    d * group["lr"]
+                    if buf is None
+                    else buf.mul_(group["momentum"]).add_(d, alpha=group["lr"])
+                )
+                state["momentum_buffer"] = buf
+                p.sub_(buf)
+        return None
+
+
+def make_optimizer(
+    name: str, parameters: list[nn.Parameter], lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """ "sgd": torch's SGD with momentum (the paper); "lars": `LARS` (ACL, RoCL)."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "lars":
+        return LARS(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    *,
+    schedule: str,
+    milestones: list[float],
+    gamma: float,
+    warmup_epochs: int,
+):
+    """Per-epoch lr schedule of `lr_factor`. The paper's step schedule without warm-up is
+    torch's MultiStepLR (the same values, and the same floating-point results as before the
+    other schedules existed)."""
+    if schedule == "step" and warmup_epochs == 0:
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestone_epochs(epochs, milestones), gamma=gamma
+        )
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda e: lr_factor(
+            e,
+            epochs,
+            schedule=schedule,
+            milestones=milestones,
+            gamma=gamma,
+            warmup_epochs=warmup_epochs,
+        ),
+    )
+
+
 def fit(
     *,
     model: nn.Module,
@@ -161,8 +278,14 @@ def fit(
     stop_after_epoch: int | None = None,
     fingerprint: str = "",
     precision: str = "auto",
+    optimizer: str = "sgd",
+    schedule: str = "step",
+    warmup_epochs: int = 0,
 ) -> dict[str, float]:
-    """Train `parameters` of `model` with SGD; returns the last epoch's mean loss terms.
+    """Train `parameters` of `model`; returns the last epoch's mean loss terms.
+
+    optimizer ("sgd" | "lars"), schedule ("step": x lr_gamma at the lr_milestones fractions of
+    the epochs | "cosine") and warmup_epochs (linear) as `make_optimizer` / `lr_factor`.
 
     x_train: (N, 3, H, W) uint8 on the device; y_train: (N,) int64 on the device. Resumes from the
     newest readable checkpoint in ckpt_dir whose `fingerprint` (settings and code of the job)
@@ -172,9 +295,14 @@ def fit(
     and the optimiser stay fp32, and the backward pass and update run outside autocast.
     """
     bf16 = resolve_precision(precision, x_train.device)
-    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestone_epochs(epochs, lr_milestones), gamma=lr_gamma
+    optimizer = make_optimizer(optimizer, parameters, lr, momentum, weight_decay)
+    scheduler = make_scheduler(
+        optimizer,
+        epochs,
+        schedule=schedule,
+        milestones=lr_milestones,
+        gamma=lr_gamma,
+        warmup_epochs=warmup_epochs,
     )
     start_epoch = 0
     if ckpt_dir is not None:

@@ -219,6 +219,9 @@ def run_pretrain(
             desc=name,
             stop_after_epoch=stop_after_epoch,
             precision=train.get("precision", "auto"),
+            optimizer=train.get("optimizer", "sgd"),
+            schedule=train.get("schedule", "step"),
+            warmup_epochs=train.get("warmup_epochs", 0),
             fingerprint=params_hash(settings)
             + source_hash()
             + file_hash(data)

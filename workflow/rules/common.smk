@@ -312,7 +312,10 @@ def claim_figure_files():
     params.yaml `claims:` reads (the figures themselves show the first seed only)."""
     items = config.get("claims", {}).get("items", {}).values()
     out = []
-    for fig in sorted({c["figure"] for c in items if "figure" in c}):
+    figures = {c["figure"] for c in items if "figure" in c} & set(
+        config.get("figures", {})
+    )
+    for fig in sorted(figures):
         spec = config["figures"][fig]
         name = FIGURE_INPUT[spec["evaluation"]]
         for label, ref in spec["models"].items():

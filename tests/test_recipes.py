@@ -1,0 +1,152 @@
+"""Training recipes: lr schedules (step, cosine, warm-up) against hand-computed sequences, LARS
+against a hand-computed update, and the paper / peer protocols."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ascl import config
+from ascl.engine import LARS, fit, lr_factor
+from ascl.tracking import Run
+from tests.conftest import ROOT
+
+PARAMS = config.load_params(ROOT / "params.yaml")
+
+
+def test_step_schedule_by_hand():
+    # 10 epochs, decay x0.1 at 60 % and 80 %: epochs 0-5 at 1, 6-7 at 0.1, 8-9 at 0.01
+    got = [lr_factor(e, 10, schedule="step", milestones=[0.6, 0.8], gamma=0.1) for e in range(10)]
+    assert got == pytest.approx([1] * 6 + [0.1] * 2 + [0.01] * 2)
+
+
+def test_cosine_with_warmup_by_hand():
+    # 2 warm-up epochs (1/2, 2/2), then cosine over the remaining 4: t = 0, 1/4, 2/4, 3/4
+    got = [lr_factor(e, 6, schedule="cosine", warmup_epochs=2) for e in range(6)]
+    expected = [0.5, 1.0, 1.0, (1 + math.sqrt(0.5)) / 2, 0.5, (1 - math.sqrt(0.5)) / 2]
+    assert got == pytest.approx(expected)
+    with pytest.raises(ValueError, match="schedule must be one of step, cosine"):
+        lr_factor(0, 6, schedule="linear")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup"), [("step", 0), ("step", 2), ("cosine", 0), ("cosine", 3)]
+)
+def test_fit_follows_the_schedule(schedule, warmup, tiny_params, toy_data):
+    """The lr `fit` trains each epoch with (logged as train/lr) is base lr x lr_factor."""
+    from ascl.data import load_dataset
+
+    ds = load_dataset(toy_data)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    logged = []
+
+    class Recorder(Run):
+        def log_metrics(self, metrics, step=None):
+            logged.append(metrics["train/lr"])
+
+    def step(x, y, g):
+        loss = nn.functional.cross_entropy(model(x), y)
+        return {"loss": loss}
+
+    epochs, lr = 6, 0.05
+    with Recorder("t", enabled=False) as run:
+        fit(
+            model=model,
+            parameters=list(model.parameters()),
+            step=step,
+            x_train=ds.x_train,
+            y_train=ds.y_train,
+            epochs=epochs,
+            batch_size=16,
+            lr=lr,
+            momentum=0.9,
+            weight_decay=0.0,
+            lr_milestones=[0.5, 0.8],
+            lr_gamma=0.1,
+            generator=torch.Generator().manual_seed(0),
+            ckpt_dir=None,
+            run=run,
+            schedule=schedule,
+            warmup_epochs=warmup,
+        )
+    expected = [
+        lr
+        * lr_factor(
+            e, epochs, schedule=schedule, milestones=[0.5, 0.8], gamma=0.1, warmup_epochs=warmup
+        )
+        for e in range(epochs)
+    ]
+    assert logged == pytest.approx(expected)
+
+
+def test_lars_update_by_hand():
+    """Two LARS steps on a weight matrix and a bias, computed by hand: the matrix's step is
+    scaled by eta * ||w|| / ||g + wd * w|| and decayed, the bias's is plain momentum SGD."""
+    w = nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ||w|| = 5
+    b = nn.Parameter(torch.tensor([1.0]))
+    opt = LARS([w, b], lr=0.5, momentum=0.9, weight_decay=0.1, eta=0.01)
+    w.grad, b.grad = torch.tensor([[0.0, 1.0]]), torch.tensor([2.0])
+    opt.step()
+    d = torch.tensor([[0.3, 1.4]])  # g + 0.1 * w
+    trust = 0.01 * 5 / math.hypot(0.3, 1.4)
+    v_w = 0.5 * trust * d
+    assert torch.allclose(w.detach(), torch.tensor([[3.0, 4.0]]) - v_w)
+    assert torch.allclose(b.detach(), torch.tensor([1.0 - 0.5 * 2.0]))
+    w_before = w.detach().clone()
+    w.grad, b.grad = torch.tensor([[1.0, 0.0]]), torch.tensor([0.0])
+    opt.step()
+    d2 = torch.tensor([[1.0, 0.0]]) + 0.1 * w_before
+    trust2 = 0.01 * torch.linalg.norm(w_before) / torch.linalg.norm(d2)
+    v_w2 = 0.9 * v_w + 0.5 * trust2 * d2
+    assert torch.allclose(w.detach(), w_before - v_w2)
+    assert torch.allclose(b.detach(), torch.tensor([0.0 - 0.9 * 1.0]))
+
+
+def test_paper_protocol_is_one_recipe_with_the_baselines_own_epochs():
+    p = PARAMS
+    assert p["protocol"] == "paper"
+    train = {m: config.pretrain_settings(p, m)["train"] for m in p["methods"]}
+    for t in train.values():
+        assert (t["optimizer"], t["schedule"], t["lr"], t["batch_size"]) == (
+            "sgd",
+            "step",
+            0.1,
+            512,
+        )
+        assert t["warmup_epochs"] == 0 and t["weight_decay"] == 2.0e-4
+    assert {m: train[m]["epochs"] for m in ("at", "trades", "rotation", "standard")} == {
+        "at": 200,
+        "trades": 76,
+        "rotation": 100,
+        "standard": 200,
+    }
+    assert train["ascl"]["epochs"] == train["acl"]["epochs"] == 1000
+
+
+def test_peer_protocol_takes_each_baselines_recipe():
+    p = config.deep_merge(PARAMS, {"protocol": "peer"})
+    config.validate_params(p)
+    acl = config.pretrain_settings(p, "acl")["train"]
+    assert (acl["optimizer"], acl["lr"], acl["schedule"], acl["warmup_epochs"]) == (
+        "lars",
+        5.0,
+        "cosine",
+        10,
+    )
+    assert acl["attack"]["train_mode"] is False  # the method's own keys stay
+    trades = config.pretrain_settings(p, "trades")["train"]
+    assert (trades["epochs"], trades["batch_size"]) == (76, 128)
+    # ASCL has no peer recipe: the paper's
+    assert (
+        config.pretrain_settings(p, "ascl")["train"]
+        == config.pretrain_settings(PARAMS, "ascl")["train"]
+    )
+
+
+def test_recipe_of_an_unknown_method_is_one_line():
+    p = config.deep_merge(PARAMS, {"recipes": {"peer": {"acll": {"pretrain": {"lr": 1.0}}}}})
+    with pytest.raises(config.ParamsError, match=r"recipes\.peer\.acll: unknown method"):
+        config.validate_params(p)
