@@ -16,22 +16,6 @@ import sys
 from pathlib import Path
 
 
-def _settings(args: argparse.Namespace, resolve) -> dict:
-    from ascl.config import ParamsError, load_params
-
-    if args.settings:
-        try:
-            settings = json.loads(args.settings)
-        except json.JSONDecodeError as err:
-            raise ParamsError(f"--settings: not valid JSON ({err.msg})") from None
-        if not isinstance(settings, dict) or "kind" not in settings:
-            raise ParamsError("--settings: expected the JSON object of one job's settings")
-        return settings
-    if not args.params:
-        raise ParamsError("give --params FILE (repeatable) or --settings JSON")
-    return resolve(load_params(*args.params))
-
-
 def _require_file(path: str, what: str) -> None:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
@@ -56,18 +40,6 @@ def _job_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra MLflow tag (repeatable)",
     )
-
-
-def _tags(args: argparse.Namespace) -> dict[str, str]:
-    from ascl.config import ParamsError
-
-    tags = {}
-    for item in args.tag:
-        if "=" not in item:
-            raise ParamsError(f"--tag {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        tags[key] = value
-    return tags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +236,9 @@ def run(args: argparse.Namespace) -> None:
     if args.command == "pretrain":
         if args.params and not args.method:
             raise config.ParamsError("pretrain: --method is required with --params")
-        settings = _settings(args, lambda p: config.pretrain_settings(p, args.method))
+        settings = config.job_settings(
+            args.settings, args.params, lambda p: config.pretrain_settings(p, args.method)
+        )
         if args.pseudo_labels:
             _require_file(args.pseudo_labels, "pseudo labels")
         from ascl.pretrain import run_pretrain
@@ -276,7 +250,7 @@ def run(args: argparse.Namespace) -> None:
             seed=args.seed,
             ckpt_dir=args.ckpt_dir,
             run_id_out=args.run_id_out,
-            tags=_tags(args),
+            tags=config.parse_tags(args.tag),
             track=not args.no_track,
             pseudo_labels=args.pseudo_labels,
         )
@@ -284,7 +258,9 @@ def run(args: argparse.Namespace) -> None:
         _require_file(args.encoder, "encoder checkpoint")
         if args.params and not args.method:
             raise config.ParamsError("pseudo-labels: --method is required with --params")
-        settings = _settings(args, lambda p: config.pseudo_label_settings(p, args.method))
+        settings = config.job_settings(
+            args.settings, args.params, lambda p: config.pseudo_label_settings(p, args.method)
+        )
         from ascl.pseudo_labels import run_pseudo_labels
 
         metrics = run_pseudo_labels(
@@ -294,7 +270,9 @@ def run(args: argparse.Namespace) -> None:
         _require_file(args.encoder, "encoder checkpoint")
         if args.params and not args.strategy:
             raise config.ParamsError("finetune: --strategy is required with --params")
-        settings = _settings(args, lambda p: config.finetune_settings(p, args.strategy))
+        settings = config.job_settings(
+            args.settings, args.params, lambda p: config.finetune_settings(p, args.strategy)
+        )
         from ascl.finetune import run_finetune
 
         metrics = run_finetune(
@@ -306,12 +284,12 @@ def run(args: argparse.Namespace) -> None:
             ckpt_dir=args.ckpt_dir,
             parent_run_id=args.parent_run_id,
             run_id_out=args.run_id_out,
-            tags=_tags(args),
+            tags=config.parse_tags(args.tag),
             track=not args.no_track,
         )
     else:
         _require_file(args.model, "model checkpoint")
-        settings = _settings(args, config.evaluate_settings)
+        settings = config.job_settings(args.settings, args.params, config.evaluate_settings)
         from ascl.evaluate import run_evaluate
 
         metrics = run_evaluate(
@@ -321,7 +299,7 @@ def run(args: argparse.Namespace) -> None:
             out=args.out,
             seed=args.seed,
             parent_run_id=args.parent_run_id,
-            tags=_tags(args),
+            tags=config.parse_tags(args.tag),
             track=not args.no_track,
         )
     print(json.dumps(metrics, sort_keys=True))

@@ -73,6 +73,34 @@ _Loader.add_implicit_resolver(
 )
 
 
+def job_settings(settings_json: str | None, params_files: list[str] | None, resolve) -> dict:
+    """One job's settings: the resolved JSON the workflow passes (--settings), or
+    `resolve(params)` of the merged params files (--params, by hand). Bad input is a one-line
+    ParamsError."""
+    if settings_json:
+        try:
+            settings = json.loads(settings_json)
+        except json.JSONDecodeError as err:
+            raise ParamsError(f"--settings: not valid JSON ({err.msg})") from None
+        if not isinstance(settings, dict) or "kind" not in settings:
+            raise ParamsError("--settings: expected the JSON object of one job's settings")
+        return settings
+    if not params_files:
+        raise ParamsError("give --params FILE (repeatable) or --settings JSON")
+    return resolve(load_params(*params_files))
+
+
+def parse_tags(items: list[str]) -> dict[str, str]:
+    """["KEY=VALUE", ...] (--tag) -> {KEY: VALUE}."""
+    tags = {}
+    for item in items:
+        if "=" not in item:
+            raise ParamsError(f"--tag {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        tags[key] = value
+    return tags
+
+
 def load_params(*paths: str | Path) -> dict:
     """Merge the given params files in order and validate the result."""
     if not paths:

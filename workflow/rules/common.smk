@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from ascl import codehash as ascl_codehash
 from ascl import config as ascl_config
 from ascl import report as ascl_report
 
@@ -25,61 +26,6 @@ IMAGE_SIZE_ARG = (
 )
 SEEDS = config["seeds"]
 SRC = Path(workflow.basedir).parent / "src" / "ascl"
-# Python modules each job kind runs; their content hash is a param, so code changes rerun jobs.
-CODE = {
-    "download": [
-        "data/__init__.py",
-        "data/download.py",
-        "data/formats.py",
-        "data/offline.py",
-        "data/prepare.py",
-    ],
-    "pseudo_labels": [
-        "pseudo_labels.py",
-        "pretrain.py",
-        "models.py",
-        "engine.py",
-        "checkpoint.py",
-    ],
-    "pretrain": [
-        "pretrain.py",
-        "pseudo_labels.py",
-        "objectives.py",
-        "losses.py",
-        "attacks.py",
-        "models.py",
-        "augment.py",
-        "engine.py",
-        "checkpoint.py",
-    ],
-    "finetune": [
-        "finetune.py",
-        "losses.py",
-        "attacks.py",
-        "models.py",
-        "augment.py",
-        "engine.py",
-        "checkpoint.py",
-    ],
-    "evaluate": ["evaluate.py", "attacks.py", "models.py", "losses.py", "finetune.py"],
-    "evaluations": [
-        *(f"evaluations/{f.name}" for f in sorted((SRC / "evaluations").glob("*.py"))),
-        "evaluate.py",
-        "attacks.py",
-        "models.py",
-        "losses.py",
-        "finetune.py",
-    ],
-    "download_corruptions": [
-        "data/corrupt.py",
-        "data/offline.py",
-        "data/prepare.py",
-        "data/formats.py",
-    ],
-    "table": ["report.py", "reference/published.yaml"],
-    "figure": ["figures.py"],
-    "claims": ["claims.py", "report.py", "reference/published.yaml"],
-}
 # Output file of each evaluation a figure can plot (ascl.config.FIGURE_EVALUATIONS).
 FIGURE_INPUT = {
     "corruptions": "corruptions.csv",
@@ -105,12 +51,9 @@ wildcard_constraints:
 
 
 def code_hash(kind):
-    digest = hashlib.sha256()
-    for name in CODE[kind]:
-        path = SRC / name
-        digest.update(name.encode())
-        digest.update(path.read_bytes() if path.exists() else b"")
-    return digest.hexdigest()[:16]
+    """Hash of the package files a job kind imports (ascl.codehash): a param of every job, so
+    editing a module reruns the jobs that import it."""
+    return ascl_codehash.code_hash(kind, SRC)
 
 
 def pseudo_label_source(method):

@@ -134,7 +134,6 @@ def _require(path: str, what: str) -> None:
 def run(args: argparse.Namespace) -> dict | str:
     """Run one evaluation or figure command; returns its metrics (or the PNG path)."""
     from ascl import config
-    from ascl.cli import _settings, _tags
 
     if args.command == "figure":
         from ascl.figures import draw
@@ -154,7 +153,9 @@ def run(args: argparse.Namespace) -> dict | str:
             raise FileNotFoundError(f"corruption directory not found: {args.data}")
     else:
         _require(args.data, "data set")
-    settings = _settings(args, lambda p: config.evaluation_settings(p, key))
+    settings = config.job_settings(
+        args.settings, args.params, lambda p: config.evaluation_settings(p, key)
+    )
     if settings.get("kind") != key:
         raise config.ParamsError(
             f"--settings: kind {settings.get('kind')!r} does not fit {args.command} "
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> dict | str:
         "model_path": args.model,
         "seed": args.seed,
         "parent_run_id": args.parent_run_id,
-        "tags": _tags(args),
+        "tags": config.parse_tags(args.tag),
         "track": not args.no_track,
     }
     if args.command == "autoattack":

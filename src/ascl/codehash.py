@@ -1,0 +1,128 @@
+"""The code a job runs, found from its imports, and its content hash (the workflow's rerun
+trigger for code changes).
+
+A job kind names its entry modules (`ENTRY`); `package_files` follows every import of an `ascl`
+module in them — at module level or inside functions, `import ascl.x`, `from ascl.x import y`,
+`from ascl import x` and relative imports — through the package, adding each package's
+`__init__.py` on the way and the package data files a module names (the params schema, the
+published numbers). `code_hash` hashes the contents of exactly those files, so editing a module
+reruns the jobs that import it (anywhere in its code, run or not) and no others. `ascl.cli` counts
+with its own text and top-level imports; each command's own imports are its kind's entries. The
+error-reporting path (`ascl.errors`, imported only when a job fails) is in no hash: it changes
+messages, not results. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+from ascl.evaluations import EVALUATIONS
+
+PACKAGE = "ascl"
+ROOT = Path(__file__).resolve().parent
+# Package data read by a module that names it: {file name in the source: path under ROOT}.
+DATA_FILES = {
+    "params.schema.yaml": "params.schema.yaml",
+    "published.yaml": "reference/published.yaml",
+}
+# Entry modules of each job kind (besides `ascl.cli`, the command line every job starts from,
+# whose own text counts but whose per-command imports are each kind's entries below).
+ENTRY = {
+    "download": ["ascl.data"],
+    "download_corruptions": ["ascl.data", "ascl.data.corrupt"],
+    "pretrain": ["ascl.pretrain"],
+    "pseudo_labels": ["ascl.pseudo_labels"],
+    "finetune": ["ascl.finetune"],
+    "evaluate": ["ascl.evaluate"],
+    # the curve evaluations are imported by name (importlib) in evaluations/cli.py: listed here
+    "evaluations": [
+        "ascl.evaluations.cli",
+        *(f"ascl.evaluations.{key}" for key in EVALUATIONS if key != "blackbox"),
+        "ascl.evaluations.blackbox",
+    ],
+    "table": ["ascl.report"],
+    "claims": ["ascl.claims"],
+    "figure": ["ascl.figures", "ascl.evaluations.cli"],
+}
+
+
+def module_path(name: str, root: Path = ROOT) -> Path | None:
+    """File of module `name` ("ascl.x.y") under `root` (the package directory), or None."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = root.joinpath(*parts[1:])
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+def _imported(path: Path, name: str, root: Path) -> set[str]:
+    """Names of the `ascl` modules that the source `path` (module `name`) imports."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            # `from ascl import x` / `from .evaluations import y`: x may be a module
+            found |= {f"{mod}.{a.name}" for a in node.names}
+    out = set()
+    for mod in found:
+        if not mod.startswith(PACKAGE):
+            continue
+        # every enclosing package runs its __init__ first
+        parts = mod.split(".")
+        out |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return {m for m in out if module_path(m, root) is not None}
+
+
+def package_files(entries: list[str], root: Path = ROOT) -> list[Path]:
+    """Sorted files of the entry modules and of every `ascl` module they import, transitively,
+    plus the package data files those modules name."""
+    seen: set[str] = set()
+    todo = ["ascl.cli", *entries] if entries else []
+    files: set[Path] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = module_path(name, root)
+        if path is None:
+            raise ValueError(f"codehash: no module {name!r} under {root}")
+        files.add(path)
+        if name == "ascl.cli":  # its own text and top-level imports only
+            tree = ast.parse(path.read_text())
+            top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+            mods = {n.module for n in top if isinstance(n, ast.ImportFrom) and n.module}
+            todo += sorted(m for m in mods if m.startswith(PACKAGE) and module_path(m, root))
+            todo.append("ascl")
+            continue
+        todo += sorted(_imported(path, name, root) - seen)
+        text = path.read_text()
+        files |= {root / rel for key, rel in DATA_FILES.items() if key in text}
+    return sorted(files)
+
+
+def code_hash(kind: str, root: Path = ROOT) -> str:
+    """16 hex digits of the content of every file `package_files(ENTRY[kind])` lists."""
+    if kind not in ENTRY:
+        raise ValueError(f"codehash: unknown job kind {kind!r} (known: {', '.join(ENTRY)})")
+    digest = hashlib.sha256()
+    for path in package_files(ENTRY[kind], root):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,102 @@
+"""Each job's code hash covers exactly the package modules it imports (found from the imports,
+not from a hand-kept list): checked against the standard library's own import scanner
+(modulefinder), and by editing modules in a copy of the package."""
+
+from __future__ import annotations
+
+import modulefinder
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ascl import codehash
+
+SRC = codehash.ROOT
+
+
+def _finder_modules(entries: list[str]) -> set[str]:
+    """`ascl` modules reachable from `entries` by any import statement, according to
+    modulefinder (which scans the bytecode of every function too), search path = src only."""
+    script = SRC.parent / "_codehash_probe.py"
+    finder = modulefinder.ModuleFinder(path=[str(SRC.parent)])
+    script.write_text("".join(f"import {e}\n" for e in entries))
+    try:
+        finder.run_script(str(script))
+    finally:
+        script.unlink()
+    return {name for name in finder.modules if name.startswith("ascl")}
+
+
+def _as_modules(files: list[Path]) -> set[str]:
+    out = set()
+    for f in files:
+        if f.suffix != ".py":
+            continue
+        rel = f.relative_to(SRC).with_suffix("")
+        parts = ["ascl", *rel.parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out.add(".".join(parts))
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(codehash.ENTRY))
+def test_files_are_what_the_imports_reach(kind):
+    """The modules of a kind's hash are those modulefinder reaches from its entries, plus the
+    command line (ascl.cli) every job starts from."""
+    entries = codehash.ENTRY[kind]
+    ours = _as_modules(codehash.package_files(entries))
+    assert ours - {"ascl.cli"} == _finder_modules(entries)
+    assert "ascl.cli" in ours
+
+
+def _copy(tmp_path: Path) -> Path:
+    root = tmp_path / "ascl"
+    shutil.copytree(SRC, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "losses.py",
+        "claims.py",
+        "report.py",
+        "data/offline.py",
+        "evaluations/strength.py",
+        "engine.py",
+        "figures.py",
+        "reference/published.yaml",
+    ],
+)
+def test_editing_a_module_reruns_exactly_its_importers(module, tmp_path):
+    root = _copy(tmp_path)
+    before = {k: codehash.code_hash(k, root) for k in codehash.ENTRY}
+    with (root / module).open("a") as f:
+        f.write("\n# edited\n")
+    after = {k: codehash.code_hash(k, root) for k in codehash.ENTRY}
+    changed = {k for k in before if before[k] != after[k]}
+    importers = {
+        k for k, e in codehash.ENTRY.items() if root / module in codehash.package_files(e, root)
+    }
+    assert changed == importers
+    assert changed and changed != set(codehash.ENTRY) or module == "engine.py"
+
+
+def test_known_dependencies():
+    """Spot checks of the graph: the claims job reads the published numbers and not the
+    training code; every training and evaluation job runs the losses; the download job does
+    not run the model."""
+    files = {
+        k: {str(p.relative_to(SRC)) for p in codehash.package_files(e)}
+        for k, e in codehash.ENTRY.items()
+    }
+    assert {"claims.py", "reference/published.yaml"} <= files["claims"]
+    assert "engine.py" not in files["claims"] and "losses.py" not in files["table"]
+    for kind in ("pretrain", "finetune", "evaluate", "evaluations"):
+        assert "losses.py" in files[kind] and "engine.py" in files[kind]
+    assert "models.py" not in files["download"]
+    assert "evaluations/strength.py" in files["evaluations"]  # imported by name (importlib)
+    with pytest.raises(ValueError, match="unknown job kind 'trian'"):
+        codehash.code_hash("trian")
