@@ -280,6 +280,7 @@ def test_claims_outside_the_configuration_are_not_evaluated(tmp_path):
         "items": {
             "h": {"claim": "A > B", "a": "table9/A/sa", "op": ">", "b": "table9/B/sa"},
             "t": {"claim": "other table", "a": "table1/ASCL/sa", "op": ">", "b": 1.0},
+            "m": {"claim": "other metric", "a": "table9/A/ra_aa", "op": ">", "b": 1.0},
             "f": {"claim": "curves", "kind": "non_increasing", "figure": "fig6"},
         }
     }
@@ -289,7 +290,8 @@ def test_claims_outside_the_configuration_are_not_evaluated(tmp_path):
     assert {r["id"]: r["status"] for r in rows} == {
         "h": C.HOLDS,
         "t": C.NOT_CONFIGURED,
+        "m": C.NOT_CONFIGURED,
         "f": C.NOT_CONFIGURED,
     }
     md = C.to_markdown(C.evaluate_claims(spec, C.table_cells([t]), {}), None, "T")
-    assert "1 hold, 0 fail, 0 inconclusive of 1 claims (2 more read tables or figures" in md
+    assert "1 hold, 0 fail, 0 inconclusive of 1 claims (3 more read tables or figures" in md

@@ -189,7 +189,12 @@ def test_smoke_dag_outputs(smoke_run):
         # every row, in the paper's order (Table 2: one row per target model)
         assert rows == list(spec["rows"] if "rows" in spec else spec["models"])
     summary = json.loads((wd / "results" / "metrics.json").read_text())
-    assert set(summary) == set(params["paper"])
+    assert set(summary) == set(params["paper"]) | {"claims"}
+    # the claims report: one verdict per claim, in the report and in the DVC metrics
+    claims = params["claims"]["items"]
+    assert set(summary["claims"]) == set(claims)
+    md = (wd / "results" / "paper" / "claims.md").read_text()
+    assert f"of {len(claims)} claims" in md and "Does every model learn?" in md
     m = json.loads((wd / "results/evaluate/ascl/LAF/source/seed0/pgd.json").read_text())
     assert all(0 <= m[k] <= m["sa"] <= 100 for k in ("ra_pgd_eps8", "ra_pgd_eps16"))
     assert m["n_test"] == 32

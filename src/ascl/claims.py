@@ -246,9 +246,12 @@ def evaluate_claims(
         where = f"claims.items.{cid}"
         if kind == "compare":
             refs = [r for r in (spec["a"], spec["b"]) if isinstance(r, str)]
-            tables = {t for t, _, _ in cells}
-            if published is None and any(parse_cell(r)[0] not in tables for r in refs):
-                outcome = Outcome(NOT_CONFIGURED, note="its table is not in this configuration")
+            columns = {(t, m) for t, _, m in cells}  # (table, metric) pairs this run computed
+            built = [(parse_cell(r)[0], parse_cell(r)[2]) in columns for r in refs]
+            if published is None and not all(built):
+                outcome = Outcome(
+                    NOT_CONFIGURED, note="its table or metric is not in this configuration"
+                )
             elif published is not None and any(parse_cell(r) not in cells for r in refs):
                 outcome = Outcome(NOT_REPORTED, note="no published value")
             else:
