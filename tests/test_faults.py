@@ -544,7 +544,7 @@ def test_non_finite_weights_after_last_step_write_nothing(tiny_params, toy_data,
     from ascl.engine import NonFiniteLossError
     from ascl.pretrain import run_pretrain
 
-    p = config.deep_merge(tiny_params, {"pretrain": {"epochs": 1, "batch_size": 64, "lr": 1e38}})
+    p = config.deep_merge(tiny_params, {"pretrain": {"epochs": 1, "batch_size": 64, "lr": 3e38}})
     with pytest.raises(NonFiniteLossError, match="non-finite weights"):
         run_pretrain(
             config.pretrain_settings(p, "ascl"),
