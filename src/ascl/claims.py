@@ -104,9 +104,7 @@ def sign_test_greater(wins: int, n: int) -> float:
     return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
 
 
-def _decide(p_claimed: float, p_against: float, alpha: float, measured_n: list[int]) -> str:
-    if any(0 < n < 2 for n in measured_n):
-        return INCONCLUSIVE
+def _decide(p_claimed: float, p_against: float, alpha: float) -> str:
     if p_claimed < alpha:
         return HOLDS
     if p_against < alpha:
@@ -130,7 +128,7 @@ def compare(a: Sample, op: str, b: Sample, alpha: float = 0.05, margin: float = 
         p, p_against = welch_greater(a, b, -margin), welch_greater(b, a, margin)
     else:
         p, p_against = welch_greater(b, a), welch_greater(a, b)
-    return Outcome(_decide(p, p_against, alpha, [a.n, b.n]), _show(a), _show(b), effect, p)
+    return Outcome(_decide(p, p_against, alpha), _show(a), _show(b), effect, p)
 
 
 def majority(wins: int, n: int, alpha: float = 0.05, exact: bool = False) -> Outcome:
@@ -139,7 +137,7 @@ def majority(wins: int, n: int, alpha: float = 0.05, exact: bool = False) -> Out
     if exact:
         return Outcome(HOLDS if 2 * wins > n else FAILS, f"{wins}/{n}", "", float(wins))
     p, p_against = sign_test_greater(wins, n), sign_test_greater(n - wins, n)
-    return Outcome(_decide(p, p_against, alpha, []), f"{wins}/{n}", "", float(wins), p)
+    return Outcome(_decide(p, p_against, alpha), f"{wins}/{n}", "", float(wins), p)
 
 
 def non_increasing(

@@ -37,11 +37,7 @@ ENTRY = {
     "finetune": ["ascl.finetune"],
     "evaluate": ["ascl.evaluate"],
     # the curve evaluations are imported by name (importlib) in evaluations/cli.py: listed here
-    "evaluations": [
-        "ascl.evaluations.cli",
-        *(f"ascl.evaluations.{key}" for key in EVALUATIONS if key != "blackbox"),
-        "ascl.evaluations.blackbox",
-    ],
+    "evaluations": ["ascl.evaluations.cli", *(f"ascl.evaluations.{k}" for k in EVALUATIONS)],
     "table": ["ascl.report"],
     "claims": ["ascl.claims"],
     "figure": ["ascl.figures", "ascl.evaluations.cli"],
