@@ -58,6 +58,19 @@ VARIANTS: dict[str, tuple[str, dict, int | None]] = {
     # the CPU-scale regime (config/mini.yaml): 16x16 images, lr 0.005, 12 epochs
     "mini-at-cl": ("ascl-at-cl", {"pretrain": {"lr": 0.005, "epochs": 12}}, 16),
     "mini-full": ("ascl", {"pretrain": {"lr": 0.005, "epochs": 12}}, 16),
+    # candidates for a steadier CPU-scale regime (16x16, 10 epochs, full ASCL objective)
+    "mini10-full": ("ascl", {"pretrain": {"lr": 0.005, "epochs": 10}}, 16),
+    "mini10-lr-0.0025": ("ascl", {"pretrain": {"lr": 0.0025, "epochs": 10}}, 16),
+    "mini10-batch-16-lr-0.0025": (
+        "ascl",
+        {"pretrain": {"lr": 0.0025, "batch_size": 16, "epochs": 10}},
+        16,
+    ),
+    "mini10-lr-0.01-warmup-3": (
+        "ascl",
+        {"pretrain": {"lr": 0.01, "warmup_epochs": 3, "epochs": 10}},
+        16,
+    ),
     "res-16": ("ascl-at-cl", {}, 16),
     "res-16-full": ("ascl", {}, 16),
     "temperature-0.2": ("ascl-at-cl", {"pretrain": {"temperature": 0.2}}, None),

@@ -79,5 +79,6 @@ def tiny_params(smoke_params) -> dict:
     )
     for s in p["finetune"]["strategies"].values():
         s["epochs"] = 1
+        s.pop("batch_size", None)  # the tiny data: every strategy at finetune.batch_size
     config.validate_params(p)
     return p

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from ascl import checkpoint, config, objectives
+from ascl import attacks, checkpoint, config
 from ascl.attacks import pgd as real_pgd
 from ascl.augment import high_frequency_view, rotations
 from ascl.cli import main
@@ -233,7 +233,7 @@ class PgdSpy:
 @pytest.fixture
 def spy(monkeypatch):
     s = PgdSpy()
-    monkeypatch.setattr(objectives, "pgd", s)
+    monkeypatch.setattr(attacks, "pgd", s)
     return s
 
 
@@ -393,7 +393,7 @@ def test_advcl_terms_and_attacks(spy):
 def test_attacks_increase_their_loss(monkeypatch, name):
     """With the real PGD every attack ends with a higher value of the loss it was given."""
     s = PgdSpy(real=True)
-    monkeypatch.setattr(objectives, "pgd", s)
+    monkeypatch.setattr(attacks, "pgd", s)
     net = net_for(name, "separated")
     run_method(name, net)
     assert s.calls
@@ -423,7 +423,7 @@ def test_acl_bn_routing(monkeypatch, bn):
     only the adv ones, each exactly as one forward of that stream alone; with bn="same" the one
     set sees both streams."""
     s = PgdSpy(real=True)
-    monkeypatch.setattr(objectives, "pgd", s)
+    monkeypatch.setattr(attacks, "pgd", s)
     _, v1, v2 = images()
     net = tiny_net(bn=bn).train()
     before = copy.deepcopy(net)

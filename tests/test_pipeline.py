@@ -67,7 +67,7 @@ def test_different_seeds_differ(tiny_params, toy_data, tmp_path):
     assert not _state_equal(a, b)
 
 
-@pytest.mark.parametrize("strategy", ["LSF", "LAF", "FSF", "FAF"])
+@pytest.mark.parametrize("strategy", ["LSF", "LAF", "FSF", "FAF", "rLE"])
 def test_finetune_strategies(tiny_params, toy_data, tmp_path, strategy):
     """Linear strategies change only the head (encoder weights and BN statistics untouched);
     full strategies change the encoder."""
@@ -86,7 +86,7 @@ def test_finetune_strategies(tiny_params, toy_data, tmp_path, strategy):
     model, state = load_classifier(tmp_path / "clf.pt")
     encoder_after = model.encoder.state_dict()
     assert state["branch"] == "adv"
-    assert _state_equal(encoder_before, encoder_after) == (strategy in ("LSF", "LAF"))
+    assert _state_equal(encoder_before, encoder_after) == (strategy in ("LSF", "LAF", "rLE"))
     assert model.head.weight.abs().sum() > 0
 
 

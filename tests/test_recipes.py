@@ -7,10 +7,15 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ascl import config
+from ascl.attacks import AttackConfig, pgd
 from ascl.engine import LARS, fit, lr_factor
+from ascl.finetune import make_step as make_finetune_step
+from ascl.models import Classifier, PretrainNet, ResNet18Encoder
+from ascl.objectives import supcon_terms
 from ascl.tracking import Run
 from tests.conftest import ROOT
 
@@ -150,3 +155,108 @@ def test_recipe_of_an_unknown_method_is_one_line():
     p = config.deep_merge(PARAMS, {"recipes": {"peer": {"acll": {"pretrain": {"lr": 1.0}}}}})
     with pytest.raises(config.ParamsError, match=r"recipes\.peer\.acll: unknown method"):
         config.validate_params(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-source finetuning and attack details (TRADES start, rLE, ACL's full finetuning, SCL scale)
+
+
+def test_trades_start_is_a_small_gaussian():
+    """start_std > 0: δ starts at start_std·N(0, 1) from the generator (TRADES' start), not
+    uniform in the ball; without steps that start is returned."""
+    x = torch.full((4, 3, 8, 8), 0.5)
+    out = pgd(
+        lambda xa: xa.sum(),
+        x,
+        eps=8 / 255,
+        alpha=2 / 255,
+        steps=0,
+        start_std=0.001,
+        generator=torch.Generator().manual_seed(3),
+    )
+    expected = x + 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(out, expected, atol=1e-7)
+    uniform = pgd(
+        lambda xa: xa.sum(),
+        x,
+        eps=8 / 255,
+        alpha=2 / 255,
+        steps=0,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert (uniform - x).abs().max() > 0.01  # the uniform start spans the ball
+
+
+def test_trades_attacks_start_as_trades_does():
+    p = config.load_params(ROOT / "params.yaml")
+    assert (
+        AttackConfig.from_settings(config.finetune_settings(p, "LAF")["attack"]).start_std == 0.001
+    )
+    trades = config.pretrain_settings(p, "trades")["train"]["attack"]
+    assert AttackConfig.from_settings(trades).start_std == 0.001
+    ascl = config.pretrain_settings(p, "ascl")["train"]["attack"]
+    assert AttackConfig.from_settings(ascl).start_std == 0.0
+    assert AttackConfig.from_settings(config.finetune_settings(p, "rLE")["attack"]).start_std == 0.0
+
+
+def test_full_finetuning_and_rle_carry_their_sources_recipes():
+    p = config.load_params(ROOT / "params.yaml")
+    faf = config.finetune_settings(p, "FAF")
+    assert (faf["epochs"], faf["lr"], faf["batch_size"]) == (25, 0.1, 128)
+    assert [round(m * 25) for m in faf["lr_milestones"]] == [15, 20]
+    rle = config.finetune_settings(p, "rLE")
+    assert (rle["params"], rle["loss"], rle["epochs"], rle["batch_size"]) == (
+        "linear",
+        "pgd",
+        150,
+        1024,
+    )
+    assert [round(m * 150) for m in rle["lr_milestones"]] == [30, 50, 100]
+    lsf = config.finetune_settings(p, "LSF")
+    assert (lsf["batch_size"], lsf["lr_milestones"]) == (p["finetune"]["batch_size"], [])
+
+
+def test_rle_step_is_ce_of_a_hand_computed_pgd_example(tiny_params):
+    """The rLE step's loss is CE of the example from two signed CE-gradient steps, each
+    projected to the ε-ball and the box, computed here by hand."""
+    p = config.deep_merge(
+        tiny_params,
+        {
+            "augment": {"weak_padding": 0, "flip_p": 0.0},
+            "finetune": {"strategies": {"rLE": {"attack": {"random_start": False, "steps": 2}}}},
+        },
+    )
+    settings = config.finetune_settings(p, "rLE")
+    torch.manual_seed(0)
+    model = Classifier(ResNet18Encoder(2, "separated"), 10, "adv").eval()
+    x, y = torch.rand(6, 3, 16, 16), torch.arange(6) % 10
+    terms = make_finetune_step(model, settings)(x, y, torch.Generator().manual_seed(0))
+    eps, alpha = 8 / 255, 2 / 255
+    xa = x.clone()
+    for _ in range(2):
+        xa.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+        xa = xa.detach() + alpha * grad.sign()
+        xa = torch.minimum(torch.maximum(xa, x - eps), x + eps).clamp(0, 1)
+    expected = F.cross_entropy(model(xa), y)
+    assert terms["at"].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_scl_carries_supcontrasts_temperature_factor():
+    """scl's loss is SupCon × τ/τ_base (0.1 / 0.07), against an explicit loop."""
+    p = config.load_params(ROOT / "params.yaml")
+    assert p["methods"]["scl"]["base_temperature"] == 0.07
+    torch.manual_seed(0)
+    net = PretrainNet(3, width=2, proj_hidden=8, proj_dim=4, bn="same")
+    v1, v2, y = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 0, 1])
+    terms = supcon_terms(net, v1, v2, y, 0.1, 0.07)
+    with torch.no_grad():
+        z = net.project(torch.cat([v1, v2]), "clean")
+    labels = torch.cat([y, y])
+    per_anchor = []
+    for i in range(8):
+        denom = sum(math.exp(float(z[i] @ z[a]) / 0.1) for a in range(8) if a != i)
+        pos = [p_ for p_ in range(8) if p_ != i and labels[p_] == labels[i]]
+        per_anchor.append(-sum(float(z[i] @ z[q]) / 0.1 - math.log(denom) for q in pos) / len(pos))
+    reference = (0.1 / 0.07) * sum(per_anchor) / 8
+    assert terms["loss"].item() == pytest.approx(reference, rel=1e-4)

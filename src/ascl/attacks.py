@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +36,7 @@ def pgd(
     alpha: float,
     steps: int,
     random_start: bool = True,
+    start_std: float = 0.0,
     generator: torch.Generator | None = None,
     model: nn.Module | None = None,
     train_mode: bool = False,
@@ -42,20 +44,22 @@ def pgd(
     """Maximise `loss_fn(x + δ)` over ‖δ‖∞ ≤ eps with x + δ ∈ [0, 1].
 
     x: (B, ...) clean inputs in [0, 1]; loss_fn maps a perturbed batch of the same shape to a
-    scalar. δ starts uniform in [-eps, eps] (random_start) or at 0 and takes `steps` signed
+    scalar. δ starts at start_std·N(0, 1) when start_std > 0 and random_start (TRADES' start:
+    x + 0.001·N(0, 1)), else uniform in [-eps, eps] (random_start) or at 0, and takes `steps` signed
     gradient steps of size `alpha`, each followed by projection to the ball and the box. If
     `model` is given it is held in train or eval mode (train_mode) during the attack. Returns the
     detached adversarial batch x + δ (same dtype as x). steps = 0 or eps = 0 returns the start.
     """
     x = x.detach()
     if random_start and eps > 0:
-        noise = torch.rand(
+        sample = torch.randn if start_std > 0 else torch.rand
+        noise = sample(
             x.shape,
             generator=generator,
             device=generator.device if generator else x.device,
             dtype=x.dtype,
         ).to(x.device)
-        delta = (noise * 2 - 1) * eps
+        delta = noise * start_std if start_std > 0 else (noise * 2 - 1) * eps
     else:
         delta = torch.zeros_like(x)
     delta = (x + delta).clamp(0, 1) - x
@@ -73,6 +77,54 @@ def pgd(
             delta = delta.clamp(-eps, eps)
             delta = (x + delta).clamp(0, 1) - x
     return (x + delta).detach()
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """l∞ PGD settings; eps and alpha in [0, 1] pixel units."""
+
+    eps: float
+    alpha: float
+    steps: int
+    random_start: bool = True
+    train_mode: bool = True
+    # > 0: the random start is start_std·N(0, 1) (TRADES' x + 0.001·N(0, 1)), not uniform
+    start_std: float = 0.0
+
+    @classmethod
+    def from_settings(cls, d: dict) -> AttackConfig:
+        """From a params `attack` section (eps/alpha in units of 1/255)."""
+        return cls(
+            d["eps"] / 255,
+            d["alpha"] / 255,
+            d["steps"],
+            d["random_start"],
+            d["train_mode"],
+            d.get("start_std", cls.start_std),
+        )
+
+
+def attack_with_config(
+    model: nn.Module | None,
+    loss_fn: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    attack: AttackConfig,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """`pgd` of `loss_fn` from `inputs` (B, ...) with a method's attack settings; the model is
+    held in the attack's BN mode. Returns the detached adversarial batch."""
+    return pgd(
+        loss_fn,
+        inputs,
+        eps=attack.eps,
+        alpha=attack.alpha,
+        steps=attack.steps,
+        random_start=attack.random_start,
+        start_std=attack.start_std,
+        generator=generator,
+        model=model,
+        train_mode=attack.train_mode,
+    )
 
 
 @contextmanager

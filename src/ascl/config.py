@@ -270,16 +270,19 @@ def finetune_settings(params: dict, strategy: str) -> dict:
             f"params: finetune.strategies: unknown strategy {strategy!r} "
             f"(known: {', '.join(ft['strategies'])})"
         )
+    own = ft["strategies"][strategy]
     return {
         "kind": "finetune",
         "strategy": strategy,
-        **ft["strategies"][strategy],
         "batch_size": ft["batch_size"],
         "momentum": ft["momentum"],
         "weight_decay": ft["weight_decay"],
+        "lr_milestones": [],
+        "lr_gamma": 1.0,
         "trades_beta": ft["trades_beta"],
         "precision": ft.get("precision", "auto"),
-        "attack": ft["attack"],
+        **own,  # a strategy's own batch size, weight decay, schedule
+        "attack": {**ft["attack"], **own.get("attack", {})},
         "eval_branch": params["model"]["eval_branch"],
         "augment": params["augment"],
         "data": _data_caps(params),

@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from ascl import checkpoint
-from ascl.attacks import model_mode, pgd
+from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import AugmentConfig, weak_view
 from ascl.data import load_dataset
 from ascl.engine import fit, place_model, resolve_device, subset
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
-from ascl.objectives import AttackConfig
 from ascl.pretrain import load_pretrained
 from ascl.tracking import Run, file_hash, params_hash, source_hash
 
@@ -34,17 +33,20 @@ def trades_adversary(
     """x + δ maximising KL(f(x) || f(x + δ)) (TRADES' inner maximisation)."""
     with torch.no_grad(), model_mode(model, train=False):
         logits_nat = model(x)
-    return pgd(
-        lambda xa: trades_kl(logits_nat, model(xa)),
-        x,
-        eps=attack.eps,
-        alpha=attack.alpha,
-        steps=attack.steps,
-        random_start=attack.random_start,
-        generator=generator,
-        model=model,
-        train_mode=attack.train_mode,
+    return attack_with_config(
+        model, lambda xa: trades_kl(logits_nat, model(xa)), x, attack, generator
     )
+
+
+def ce_adversary(
+    model: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: AttackConfig,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """x + δ maximising CE(f(x + δ), y) (PGD-AT's and RoCL's robust linear evaluation's attack)."""
+    return attack_with_config(model, lambda xa: F.cross_entropy(model(xa), y), x, attack, generator)
 
 
 def build_classifier(
@@ -85,6 +87,9 @@ def make_step(model: Classifier, settings: dict):
         if settings["loss"] == "ce":
             loss = F.cross_entropy(model(x), y)
             return {"ce": loss, "loss": loss}
+        if settings["loss"] == "pgd":
+            loss = F.cross_entropy(model(ce_adversary(model, x, y, attack, g)), y)
+            return {"at": loss, "loss": loss}
         x_adv = trades_adversary(model, x, attack, g)
         logits_nat, logits_adv = model(x), model(x_adv)
         loss = trades_loss(logits_nat, logits_adv, y, beta)
@@ -148,8 +153,8 @@ def run_finetune(
             lr=settings["lr"],
             momentum=settings["momentum"],
             weight_decay=settings["weight_decay"],
-            lr_milestones=[],
-            lr_gamma=1.0,
+            lr_milestones=settings["lr_milestones"],
+            lr_gamma=settings["lr_gamma"],
             generator=torch.Generator().manual_seed(seed),
             ckpt_dir=ckpt_dir,
             run=run,

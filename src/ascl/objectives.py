@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ascl.attacks import model_mode, pgd
+from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import high_frequency_view, rotations
 from ascl.losses import (
     ASCL_READINGS,
@@ -42,22 +42,6 @@ from ascl.losses import (
 from ascl.models import PretrainNet
 
 ATTACK_SOURCES = ("ensemble", "label_based", "label_free")
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """l∞ PGD settings; eps and alpha in [0, 1] pixel units."""
-
-    eps: float
-    alpha: float
-    steps: int
-    random_start: bool = True
-    train_mode: bool = True
-
-    @classmethod
-    def from_settings(cls, d: dict) -> AttackConfig:
-        """From a params `attack` section (eps/alpha in units of 1/255)."""
-        return cls(d["eps"] / 255, d["alpha"] / 255, d["steps"], d["random_start"], d["train_mode"])
 
 
 @dataclass(frozen=True)
@@ -101,7 +85,7 @@ def ascl_terms(
     ascl_loss = ASCL_READINGS[obj.reading]
 
     def attack_with(loss_fn, inputs: Tensor) -> Tensor:
-        return _attack(model, loss_fn, inputs, attack, generator)
+        return attack_with_config(model, loss_fn, inputs, attack, generator)
 
     def ce_attack_loss(labels: Tensor):
         return lambda xa: cross_entropy_loss(model(xa, "adv"), labels)
@@ -167,27 +151,6 @@ ROTATION_CLASSES = 4
 ROTATION_ATTACK_WEIGHT = 1 / 8
 
 
-def _attack(
-    model: PretrainNet,
-    loss_fn,
-    inputs: Tensor,
-    attack: AttackConfig,
-    generator: torch.Generator | None,
-) -> Tensor:
-    """PGD on `loss_fn` from `inputs` with the method's attack settings (detached result)."""
-    return pgd(
-        loss_fn,
-        inputs,
-        eps=attack.eps,
-        alpha=attack.alpha,
-        steps=attack.steps,
-        random_start=attack.random_start,
-        generator=generator,
-        model=model,
-        train_mode=attack.train_mode,
-    )
-
-
 def _shares_bn(model: PretrainNet) -> bool:
     """True when the "clean" and "adv" branches use one BN set (bn="same")."""
     return model.encoder.bn == "same"
@@ -238,12 +201,12 @@ def supervised_terms(
         ce = cross_entropy_loss(model(x, "clean"), y)
         return {"ce": ce, "loss": ce}
     if objective.adversary == "pgd":
-        x_adv = _attack(
+        x_adv = attack_with_config(
             model, lambda xa: cross_entropy_loss(model(xa, "adv"), y), x, attack, generator
         )
         at = cross_entropy_loss(model(x_adv, "adv"), y)
         return {"at": at, "loss": at}
-    x_adv = _attack(model, trades_attack_loss(model, x, attack), x, attack, generator)
+    x_adv = attack_with_config(model, trades_attack_loss(model, x, attack), x, attack, generator)
     logits_nat = model(x, "clean")
     ce = cross_entropy_loss(logits_nat, y)
     kl = trades_kl(logits_nat, model(x_adv, "adv"))
@@ -301,7 +264,7 @@ def rotation_terms(
             ce, rot = rotation_head_losses(model, xa, y, y_rot, "adv", "sum")
             return ce + ROTATION_ATTACK_WEIGHT * rot
 
-        inputs = _attack(model, attack_loss, inputs, attack, generator)
+        inputs = attack_with_config(model, attack_loss, inputs, attack, generator)
     ce, rot = rotation_head_losses(model, inputs, y, y_rot, branch, "mean")
     return {"ce": ce, "rotation": rot, "loss": ce + objective.lambda_rotation * rot}
 
@@ -320,15 +283,23 @@ def simclr_terms(
 
 
 def supcon_terms(
-    model: PretrainNet, view1: Tensor, view2: Tensor, y: Tensor, temperature: float
+    model: PretrainNet,
+    view1: Tensor,
+    view2: Tensor,
+    y: Tensor,
+    temperature: float,
+    base_temperature: float | None = None,
 ) -> dict[str, Tensor]:
     """SupCon (Khosla et al., 2020, L_out): both views of every sample, positives = same label.
 
-    view1, view2: (N, 3, H, W); y: (N,). One forward on the clean branch. Returns
-    {"supcon", "loss"}.
+    view1, view2: (N, 3, H, W); y: (N,). One forward on the clean branch. With
+    base_temperature the loss is multiplied by temperature / base_temperature, as SupContrast's
+    SupConLoss does (x 1.43 at 0.1 / 0.07). Returns {"supcon", "loss"}.
     """
     z = model.project(torch.cat([view1, view2]), "clean")
     loss = supcon_loss(z, torch.cat([y, y]), temperature)
+    if base_temperature is not None:
+        loss = loss * (temperature / base_temperature)
     return {"supcon": loss, "loss": loss}
 
 
@@ -373,7 +344,9 @@ def rocl_terms(
     through both, as in the paper's loss.
     """
     tau, n = objective.temperature, view1.shape[0]
-    x_adv = _attack(model, rocl_attack_loss(model, view2, attack, tau), view1, attack, generator)
+    x_adv = attack_with_config(
+        model, rocl_attack_loss(model, view2, attack, tau), view1, attack, generator
+    )
     if _shares_bn(model):
         z = model.project(torch.cat([view1, view2, x_adv]), "adv")
         z1, z2, z_adv = z[:n], z[n : 2 * n], z[2 * n :]
@@ -426,7 +399,7 @@ def acl_terms(
             za = model.project(xa, "adv")
             return nt_xent_loss(za[:n], za[n:], tau)
 
-        x_adv = _attack(model, pair_loss, views, attack, generator)
+        x_adv = attack_with_config(model, pair_loss, views, attack, generator)
         terms["adv"] = pair_loss(x_adv)
         loss = loss + objective.lambda_adv * terms["adv"]
     terms["loss"] = loss
@@ -480,14 +453,14 @@ def advcl_terms(
     x_hf = high_frequency_view(x, objective.hf_radius)
     clean = [model.project(v, "clean") for v in (view1, view2, x_hf)]
     fixed = [z.detach() for z in clean]
-    x_cl = _attack(
+    x_cl = attack_with_config(
         model,
         lambda xa: scale * multiview_nt_xent([model.project(xa, "adv"), *fixed], tau),
         x,
         attack,
         generator,
     )
-    x_ce = _attack(
+    x_ce = attack_with_config(
         model,
         lambda xa: pseudo_label_ce(pseudo_logits(model, xa, "adv"), pseudo),
         x,

@@ -79,8 +79,9 @@ def make_step(settings: dict, model: PretrainNet):
             model, simclr_view(x, aug, g), simclr_view(x, aug, g), tau
         )
     if name == "supcon":
+        base = spec.get("base_temperature")
         return lambda x, y, g: supcon_terms(
-            model, simclr_view(x, aug, g), simclr_view(x, aug, g), y, tau
+            model, simclr_view(x, aug, g), simclr_view(x, aug, g), y, tau, base
         )
     if name == "rocl":
         rocl = RoCLObjective(lambda_reg=spec.get("lambda_reg", 1 / 256), temperature=tau)
