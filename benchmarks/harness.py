@@ -14,7 +14,7 @@ Worker kinds (``spec["kind"]``):
   an old name of ``ours``); with ``count_flops`` also the FLOPs of one training step;
 * ``precision``: bf16 autocast vs fp32 loss terms and gradients of our step on one fixed batch;
 * ``eval``: trains a small classifier on separable synthetic data for a few steps, then times
-  PGD-20 (``ascl.evaluate.robust_accuracy``) and saves the classifier for ``autoattack``;
+  PGD-20 (``ascl.metrics.robust_accuracy``) and saves the classifier for ``autoattack``;
 * ``autoattack``: AutoAttack (standard, l∞, eps 8/255) on a few images of that classifier;
 * ``agreement``: the loss-agreement check of the reference against ``ascl.objectives``.
 """
@@ -99,7 +99,7 @@ def synthetic_images(n: int, size: int = 32, seed: int = 0) -> tuple[Tensor, Ten
 
 
 def build_model(settings: dict, seed: int = 0):
-    from ascl.pretrain import build_pretrain_net
+    from ascl.artifacts import build_pretrain_net
 
     torch.manual_seed(seed)
     return build_pretrain_net(settings, NUM_CLASSES)
@@ -502,7 +502,7 @@ def eval_worker(spec: dict) -> dict[str, Any]:
     images), then time PGD-20 via `robust_accuracy`."""
     from ascl.config import evaluate_settings, load_params
     from ascl.engine import to_float
-    from ascl.evaluate import accuracy, robust_accuracy
+    from ascl.metrics import accuracy, robust_accuracy
 
     device = torch.device(spec["device"])
     model = _classifier(spec["width"]).to(device)

@@ -183,9 +183,10 @@ def representation_spread(model, x_uint8: torch.Tensor) -> dict[str, float]:
 
 def run_variant(name: str, seed: int, data: Path, epochs: int | None = None) -> dict:
     from ascl import config
+    from ascl.artifacts import build_pretrain_net
     from ascl.data import load_dataset
     from ascl.engine import fit, place_model
-    from ascl.pretrain import build_pretrain_net, make_step
+    from ascl.pretrain import make_step
     from ascl.tracking import Run
 
     method, overrides, res = VARIANTS[name]

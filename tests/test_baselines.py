@@ -12,10 +12,17 @@ import torch
 import yaml
 
 from ascl import attacks, checkpoint, config
+from ascl.artifacts import (
+    build_pretrain_net,
+    load_classifier,
+    load_pretrained,
+    load_pseudo_labels,
+    training_index,
+)
 from ascl.attacks import pgd as real_pgd
 from ascl.augment import high_frequency_view, rotations
 from ascl.cli import main
-from ascl.finetune import copy_pretrained_head, load_classifier, run_finetune
+from ascl.finetune import copy_pretrained_head, run_finetune
 from ascl.losses import multiview_nt_xent, nt_xent_loss, pseudo_label_ce, rocl_loss
 from ascl.models import Classifier, PretrainNet
 from ascl.objectives import (
@@ -33,13 +40,8 @@ from ascl.objectives import (
     supcon_terms,
     supervised_terms,
 )
-from ascl.pretrain import build_pretrain_net, load_pretrained, make_step, run_pretrain
-from ascl.pseudo_labels import (
-    cluster_labels,
-    load_pseudo_labels,
-    run_pseudo_labels,
-    training_index,
-)
+from ascl.pretrain import make_step, run_pretrain
+from ascl.pseudo_labels import cluster_labels, run_pseudo_labels
 
 from .conftest import ROOT
 

@@ -100,3 +100,55 @@ def test_known_dependencies():
     assert "evaluations/strength.py" in files["evaluations"]  # imported by name (importlib)
     with pytest.raises(ValueError, match="unknown job kind 'trian'"):
         codehash.code_hash("trian")
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """{module: the `ascl` modules it imports itself} for every module of the package
+    (enclosing packages excluded: importing `ascl.x.y` runs `ascl.x` first)."""
+    graph = {}
+    for path in sorted(SRC.rglob("*.py")):
+        (name,) = _as_modules([path])
+        graph[name] = {
+            m
+            for m in codehash._imported(path, name, SRC)
+            if m != name and not name.startswith(m + ".") and not f"{name}.".startswith(m + ".")
+        }
+    return graph
+
+
+# The job modules: each is the entry of one kind of workflow job and reads the artifacts of
+# the others through ascl.artifacts only.
+JOB_MODULES = {
+    "ascl.pretrain",
+    "ascl.pseudo_labels",
+    "ascl.finetune",
+    "ascl.evaluate",
+    *(f"ascl.evaluations.{k}" for k in codehash.EVALUATIONS),
+}
+
+
+def test_no_job_module_imports_another():
+    graph = _import_graph()
+    assert set(graph) >= JOB_MODULES
+    offenders = {job: sorted(graph[job] & JOB_MODULES) for job in JOB_MODULES}
+    assert {job: mods for job, mods in offenders.items() if mods} == {}
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _import_graph()
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for m in sorted(graph.get(name, ())):
+            if state.get(m) == 1:
+                cycles.append(" -> ".join([*path[path.index(m) :], m]))
+            elif m not in state:
+                visit(m, [*path, m])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []

@@ -9,10 +9,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from ascl import checkpoint, config
+from ascl.artifacts import load_classifier, load_pretrained
 from ascl.cli import main
 from ascl.engine import NonFiniteLossError
-from ascl.finetune import load_classifier, run_finetune
-from ascl.pretrain import load_pretrained, run_pretrain
+from ascl.finetune import run_finetune
+from ascl.pretrain import run_pretrain
 from ascl.tracking import tracking_uri
 
 

@@ -230,7 +230,7 @@ def test_rle_step_is_ce_of_a_hand_computed_pgd_example(tiny_params):
     torch.manual_seed(0)
     model = Classifier(ResNet18Encoder(2, "separated"), 10, "adv").eval()
     x, y = torch.rand(6, 3, 16, 16), torch.arange(6) % 10
-    terms = make_finetune_step(model, settings)(x, y, torch.Generator().manual_seed(0))
+    terms = make_finetune_step(settings, model)(x, y, torch.Generator().manual_seed(0))
     eps, alpha = 8 / 255, 2 / 255
     xa = x.clone()
     for _ in range(2):

@@ -146,9 +146,11 @@ def validate_params(params: dict) -> None:
 
 
 # Objectives whose loss is a weighted sum: (weight keys, default weight when a key is absent).
+# Loss weights of the objectives that have several (each required by the schema, so the
+# objective dataclasses in ascl.objectives hold the only defaults).
 _WEIGHTED_OBJECTIVES = {
-    "ascl": (("lambda_at", "lambda_cl", "lambda_ascl"), 0.0),
-    "acl": (("lambda_clean", "lambda_adv"), 0.5),
+    "ascl": ("lambda_at", "lambda_cl", "lambda_ascl"),
+    "acl": ("lambda_clean", "lambda_adv"),
 }
 
 
@@ -164,8 +166,8 @@ def _check_references(params: dict) -> None:
         )
     for name, method in params["methods"].items():
         if method["objective"] in _WEIGHTED_OBJECTIVES:
-            keys, default = _WEIGHTED_OBJECTIVES[method["objective"]]
-            if sum(method.get(k, default) for k in keys) <= 0:
+            keys = _WEIGHTED_OBJECTIVES[method["objective"]]
+            if sum(method.get(k, 0.0) for k in keys) <= 0:
                 raise ParamsError(f"params: methods.{name}: all loss weights are zero")
         source = pseudo_label_source(params, name)
         if source is not None:

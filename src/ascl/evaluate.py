@@ -5,88 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from ascl import checkpoint
-from ascl.attacks import pgd
 from ascl.data import load_dataset
-from ascl.engine import resolve_device, subset, to_float
-from ascl.losses import cross_entropy_loss
+from ascl.engine import resolve_device, subset
+from ascl.metrics import accuracy, robust_accuracy
 from ascl.tracking import Run, params_hash
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
-    """Top-1 accuracy in percent. x: (N, 3, H, W) uint8 or float in [0, 1]; y: (N,)."""
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        xb = to_float(xb) if xb.dtype == torch.uint8 else xb
-        correct += int((model(xb).argmax(1) == y[i : i + batch_size]).sum())
-    return 100.0 * correct / max(len(x), 1)
-
-
-def pgd_examples(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    eps: float,
-    alpha: float,
-    steps: int,
-    random_start: bool,
-    batch_size: int,
-    seed: int,
-) -> Tensor:
-    """Untargeted l∞ PGD-CE examples in eval mode. x: (N, 3, H, W) uint8 -> float (N, 3, H, W)."""
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = to_float(x[i : i + batch_size]), y[i : i + batch_size]
-        out.append(
-            pgd(
-                lambda xa, yb=yb: cross_entropy_loss(model(xa), yb),
-                xb,
-                eps=eps,
-                alpha=alpha,
-                steps=steps,
-                random_start=random_start,
-                generator=g,
-                model=model,
-                train_mode=False,
-            )
-        )
-    return torch.cat(out) if out else to_float(x)
-
-
-def robust_accuracy(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    eps: float,
-    alpha: float,
-    steps: int,
-    random_start: bool,
-    batch_size: int,
-    seed: int = 0,
-) -> float:
-    """Accuracy (%) on PGD examples; eps/alpha in [0, 1] units."""
-    x_adv = pgd_examples(
-        model,
-        x,
-        y,
-        eps=eps,
-        alpha=alpha,
-        steps=steps,
-        random_start=random_start,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    return accuracy(model, x_adv, y, batch_size)
 
 
 def pgd_metrics(model: nn.Module, x: Tensor, y: Tensor, settings: dict, seed: int) -> dict:
@@ -120,7 +45,7 @@ def run_evaluate(
     track: bool = True,
 ) -> dict:
     """Evaluate SA and PGD RA on the test split; write the metrics JSON `out` (atomic)."""
-    from ascl.finetune import load_classifier
+    from ascl.artifacts import load_classifier
 
     device = resolve_device(settings["device"])
     model, state = load_classifier(model_path, map_location=device)

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from ascl import checkpoint
+from ascl.artifacts import load_pretrained
 from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import AugmentConfig, weak_view
 from ascl.data import load_dataset
 from ascl.engine import fit, place_model, resolve_device, subset
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
-from ascl.pretrain import load_pretrained
 from ascl.tracking import Run, file_hash, params_hash, source_hash
 
 
@@ -77,7 +77,12 @@ def copy_pretrained_head(model: Classifier, pre: PretrainNet) -> None:
         model.head.bias.copy_(pre.classifier.bias)
 
 
-def make_step(model: Classifier, settings: dict):
+def make_step(settings: dict, model: Classifier):
+    """The per-batch function of the strategy's loss: (x, y, generator) -> loss terms.
+
+    x: (B, 3, H, W) in [0, 1], y: (B,). ce: CE of the weak view; trades: TRADES on the weak
+    view; pgd: CE of the CE-PGD example of the weak view (RoCL's robust linear evaluation).
+    """
     aug = AugmentConfig.from_dict(settings["augment"])
     attack = AttackConfig.from_settings(settings["attack"])
     beta = settings["trades_beta"]
@@ -145,7 +150,7 @@ def run_finetune(
         metrics = fit(
             model=model,
             parameters=[p for p in model.parameters() if p.requires_grad],
-            step=make_step(model, settings),
+            step=make_step(settings, model),
             x_train=x,
             y_train=y,
             epochs=settings["epochs"],
@@ -180,15 +185,3 @@ def run_finetune(
             out,
         )
     return metrics
-
-
-def load_classifier(path: str | Path, map_location="cpu") -> tuple[Classifier, dict]:
-    """Rebuild a Classifier from a checkpoint written by run_finetune."""
-    state = checkpoint.load(path, map_location)
-    if state.get("kind") != "classifier":
-        raise checkpoint.CheckpointError(f"{path}: not a finetuned classifier checkpoint")
-    m = state["encoder_settings"]["model"]
-    encoder = ResNet18Encoder(m["width"], m["bn"])
-    model = Classifier(encoder, state["num_classes"], state["branch"])
-    model.load_state_dict(state["model"])
-    return model.eval(), state

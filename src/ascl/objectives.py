@@ -21,14 +21,15 @@ Khosla et al. 2020), `simclr_terms` (SimCLR), `rocl_terms` (RoCL, Kim et al. 202
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ascl.attacks import AttackConfig, attack_with_config, model_mode
-from ascl.augment import high_frequency_view, rotations
+from ascl.augment import AugmentConfig, high_frequency_view, rotations, simclr_view, weak_view
 from ascl.losses import (
     ASCL_READINGS,
     cross_entropy_loss,
@@ -40,6 +41,9 @@ from ascl.losses import (
     trades_kl,
 )
 from ascl.models import PretrainNet
+
+# (x, y, generator) -> named loss terms incl. "loss"
+StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
 
 ATTACK_SOURCES = ("ensemble", "label_based", "label_free")
 
@@ -63,6 +67,19 @@ class ASCLObjective:
             raise ValueError(
                 f"attack_source must be one of {ATTACK_SOURCES}, got {self.attack_source!r}"
             )
+
+    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
+        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
+        return lambda x, y, g: ascl_terms(
+            model,
+            weak_view(x, aug, g),
+            simclr_view(x, aug, g),
+            simclr_view(x, aug, g),
+            y,
+            self,
+            attack,
+            g,
+        )
 
 
 def ascl_terms(
@@ -171,6 +188,10 @@ class SupervisedObjective:
         if self.adversary not in ADVERSARIES:
             raise ValueError(f"adversary must be one of {ADVERSARIES}, got {self.adversary!r}")
 
+    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
+        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
+        return lambda x, y, g: supervised_terms(model, weak_view(x, aug, g), y, self, attack, g)
+
 
 def trades_attack_loss(model: PretrainNet, x: Tensor, attack: AttackConfig):
     """TRADES' inner loss xa -> KL(f(x) || f(xa)) on the "adv" branch.
@@ -221,6 +242,10 @@ class RotationObjective:
     lambda_rotation: float = 0.5
     adversarial: bool = True
 
+    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
+        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
+        return lambda x, y, g: rotation_terms(model, weak_view(x, aug, g), y, self, attack, g)
+
 
 def rotation_head_losses(
     model: PretrainNet, inputs: Tensor, y: Tensor, y_rot: Tensor, branch: str, reduction: str
@@ -269,6 +294,39 @@ def rotation_terms(
     return {"ce": ce, "rotation": rot, "loss": ce + objective.lambda_rotation * rot}
 
 
+@dataclass(frozen=True)
+class SimCLRObjective:
+    """SimCLR (Chen et al., 2020): NT-Xent of two SimCLR views, clean branch, no attack."""
+
+    temperature: float = 0.5
+
+    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
+        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
+        return lambda x, y, g: simclr_terms(
+            model, simclr_view(x, aug, g), simclr_view(x, aug, g), self.temperature
+        )
+
+
+@dataclass(frozen=True)
+class SupConObjective:
+    """SupCon (Khosla et al., 2020) of two SimCLR views; base_temperature: SupContrast's loss
+    factor temperature / base_temperature (None: no factor)."""
+
+    temperature: float = 0.1
+    base_temperature: float | None = None
+
+    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
+        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
+        return lambda x, y, g: supcon_terms(
+            model,
+            simclr_view(x, aug, g),
+            simclr_view(x, aug, g),
+            y,
+            self.temperature,
+            self.base_temperature,
+        )
+
+
 def simclr_terms(
     model: PretrainNet, view1: Tensor, view2: Tensor, temperature: float
 ) -> dict[str, Tensor]:
@@ -310,6 +368,12 @@ class RoCLObjective:
 
     lambda_reg: float = 1 / 256
     temperature: float = 0.5
+
+    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
+        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
+        return lambda x, y, g: rocl_terms(
+            model, simclr_view(x, aug, g), simclr_view(x, aug, g), self, attack, g
+        )
 
 
 def rocl_attack_loss(model: PretrainNet, view2: Tensor, attack: AttackConfig, temperature: float):
@@ -368,6 +432,12 @@ class ACLObjective:
     lambda_adv: float = 0.5
     temperature: float = 0.5
 
+    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
+        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
+        return lambda x, y, g: acl_terms(
+            model, simclr_view(x, aug, g), simclr_view(x, aug, g), self, attack, g
+        )
+
 
 def acl_terms(
     model: PretrainNet,
@@ -415,6 +485,19 @@ class AdvCLObjective:
     hf_radius: float = 8.0
     base_temperature: float = 0.07
     temperature: float = 0.5
+
+    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
+        """(x, y, generator) -> loss terms; y: (B, K) pseudo labels of the K clusterings."""
+        return lambda x, y, g: advcl_terms(
+            model,
+            weak_view(x, aug, g),
+            simclr_view(x, aug, g),
+            simclr_view(x, aug, g),
+            y,
+            self,
+            attack,
+            g,
+        )
 
 
 def pseudo_logits(model: PretrainNet, x: Tensor, branch: str) -> list[Tensor]:
@@ -470,3 +553,30 @@ def advcl_terms(
     cl = scale * multiview_nt_xent([model.project(x_cl, "adv"), *clean], tau)
     ce = pseudo_label_ce(pseudo_logits(model, x_ce, "adv"), pseudo)
     return {"cl": cl, "ce": ce, "loss": cl + objective.lambda_ce * ce}
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry: params.yaml `objective:` name -> its dataclass (the one home of its defaults)
+
+OBJECTIVES = {
+    "ascl": ASCLObjective,
+    "supervised": SupervisedObjective,
+    "rotation": RotationObjective,
+    "simclr": SimCLRObjective,
+    "supcon": SupConObjective,
+    "rocl": RoCLObjective,
+    "acl": ACLObjective,
+    "advcl": AdvCLObjective,
+}
+
+
+def build_objective(spec: dict, temperature: float):
+    """The objective a params.yaml method spec names, its switches from the spec (missing ones
+    take the dataclass defaults) and the pre-training temperature."""
+    name = spec["objective"]
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r} (known: {', '.join(OBJECTIVES)})")
+    cls = OBJECTIVES[name]
+    names = {f.name for f in fields(cls)}
+    switches = {k: v for k, v in spec.items() if k in names}
+    return cls(**switches, temperature=temperature) if "temperature" in names else cls(**switches)

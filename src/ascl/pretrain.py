@@ -7,46 +7,14 @@ from pathlib import Path
 import torch
 
 from ascl import checkpoint
-from ascl.augment import AugmentConfig, simclr_view, weak_view
+from ascl.artifacts import build_pretrain_net, cluster_counts, load_pseudo_labels
+from ascl.attacks import AttackConfig
+from ascl.augment import AugmentConfig
 from ascl.data import load_dataset
 from ascl.engine import fit, place_model, resolve_device, subset
 from ascl.models import PretrainNet
-from ascl.objectives import (
-    ROTATION_CLASSES,
-    ACLObjective,
-    AdvCLObjective,
-    ASCLObjective,
-    AttackConfig,
-    RoCLObjective,
-    RotationObjective,
-    SupervisedObjective,
-    acl_terms,
-    advcl_terms,
-    ascl_terms,
-    rocl_terms,
-    rotation_terms,
-    simclr_terms,
-    supcon_terms,
-    supervised_terms,
-)
-from ascl.pseudo_labels import cluster_counts, load_pseudo_labels
+from ascl.objectives import build_objective
 from ascl.tracking import Run, file_hash, params_hash, source_hash
-
-
-def build_pretrain_net(settings: dict, num_classes: int) -> PretrainNet:
-    """The method's PretrainNet; the objective decides the optional heads (rotation, pseudo)."""
-    m = settings["model"]
-    spec = settings["objective"]
-    pseudo = spec.get("pseudo_labels")
-    return PretrainNet(
-        num_classes,
-        width=m["width"],
-        proj_hidden=m["proj_hidden"],
-        proj_dim=m["proj_dim"],
-        bn=m["bn"],
-        rotation_classes=ROTATION_CLASSES if spec["objective"] == "rotation" else 0,
-        pseudo_classes=cluster_counts(pseudo["clusters"]) if pseudo else (),
-    )
 
 
 def make_step(settings: dict, model: PretrainNet):
@@ -59,85 +27,7 @@ def make_step(settings: dict, model: PretrainNet):
     train = settings["train"]
     aug = AugmentConfig.from_dict(settings["augment"])
     attack = AttackConfig.from_settings(train["attack"])
-    tau = train["temperature"]
-    name = spec["objective"]
-    if name == "supervised":
-        supervised = SupervisedObjective(
-            adversary=spec.get("adversary", "pgd"), trades_beta=spec.get("trades_beta", 6.0)
-        )
-        return lambda x, y, g: supervised_terms(
-            model, weak_view(x, aug, g), y, supervised, attack, g
-        )
-    if name == "rotation":
-        rotation = RotationObjective(
-            lambda_rotation=spec.get("lambda_rotation", 0.5),
-            adversarial=spec.get("adversarial", True),
-        )
-        return lambda x, y, g: rotation_terms(model, weak_view(x, aug, g), y, rotation, attack, g)
-    if name == "simclr":
-        return lambda x, y, g: simclr_terms(
-            model, simclr_view(x, aug, g), simclr_view(x, aug, g), tau
-        )
-    if name == "supcon":
-        base = spec.get("base_temperature")
-        return lambda x, y, g: supcon_terms(
-            model, simclr_view(x, aug, g), simclr_view(x, aug, g), y, tau, base
-        )
-    if name == "rocl":
-        rocl = RoCLObjective(lambda_reg=spec.get("lambda_reg", 1 / 256), temperature=tau)
-        return lambda x, y, g: rocl_terms(
-            model, simclr_view(x, aug, g), simclr_view(x, aug, g), rocl, attack, g
-        )
-    if name == "acl":
-        acl = ACLObjective(
-            lambda_clean=spec.get("lambda_clean", 0.5),
-            lambda_adv=spec.get("lambda_adv", 0.5),
-            temperature=tau,
-        )
-        return lambda x, y, g: acl_terms(
-            model, simclr_view(x, aug, g), simclr_view(x, aug, g), acl, attack, g
-        )
-    if name == "advcl":
-        advcl = AdvCLObjective(
-            lambda_ce=spec.get("lambda_ce", 0.2),
-            hf_radius=spec.get("hf_radius", 8.0),
-            base_temperature=spec.get("base_temperature", 0.07),
-            temperature=tau,
-        )
-        return lambda x, y, g: advcl_terms(
-            model,
-            weak_view(x, aug, g),
-            simclr_view(x, aug, g),
-            simclr_view(x, aug, g),
-            y,
-            advcl,
-            attack,
-            g,
-        )
-    if name == "ascl":
-        objective = ASCLObjective(
-            lambda_at=spec.get("lambda_at", 1.0),
-            lambda_cl=spec.get("lambda_cl", 0.5),
-            lambda_ascl=spec.get("lambda_ascl", 0.2),
-            attack_source=spec.get("attack_source", "ensemble"),
-            temperature=train["temperature"],
-            reading=spec.get("reading", ASCLObjective.reading),
-        )
-
-        def step(x, y, g):
-            return ascl_terms(
-                model,
-                weak_view(x, aug, g),
-                simclr_view(x, aug, g),
-                simclr_view(x, aug, g),
-                y,
-                objective,
-                attack,
-                g,
-            )
-
-        return step
-    raise ValueError(f"unknown objective {spec['objective']!r}")
+    return build_objective(spec, train["temperature"]).step(model, aug, attack)
 
 
 def run_pretrain(
@@ -242,13 +132,3 @@ def run_pretrain(
             out,
         )
     return metrics
-
-
-def load_pretrained(path: str | Path, map_location="cpu") -> tuple[PretrainNet, dict]:
-    """Rebuild a PretrainNet from an encoder checkpoint written by run_pretrain."""
-    state = checkpoint.load(path, map_location)
-    if state.get("kind") != "pretrain":
-        raise checkpoint.CheckpointError(f"{path}: not a pre-training checkpoint")
-    model = build_pretrain_net(state["settings"], state["num_classes"])
-    model.load_state_dict(state["model"])
-    return model, state

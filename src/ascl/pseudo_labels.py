@@ -27,24 +27,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ascl.engine import resolve_device, subset, to_float
+from ascl.artifacts import cluster_counts, load_pretrained, training_index
+from ascl.engine import resolve_device, to_float
 from ascl.models import PretrainNet
 
 KMEANS_N_INIT = 1  # scikit-learn's default for k-means++ init (n_init="auto")
 FEATURE_BATCH = 512  # eval mode: the batch size does not change the features
-
-
-def cluster_counts(clusters: int | Sequence[int]) -> tuple[int, ...]:
-    """params' `clusters` (one count or a list) as a tuple of counts."""
-    if isinstance(clusters, int):
-        return (clusters,)
-    return tuple(int(k) for k in clusters)
-
-
-def training_index(n_train: int, max_train: int | None) -> Tensor:
-    """(N,) int64 positions of the training images `run_pretrain` uses, in its order."""
-    positions = torch.arange(n_train)
-    return subset(positions, positions, max_train, seed=0)[0]
 
 
 @torch.no_grad()
@@ -105,7 +93,6 @@ def run_pseudo_labels(
     """
     from ascl.config import ParamsError
     from ascl.data import load_dataset, write_npz_atomic
-    from ascl.pretrain import load_pretrained
     from ascl.tracking import file_hash
 
     if settings.get("kind") != "pseudo_labels":
@@ -134,52 +121,3 @@ def run_pseudo_labels(
         },
     )
     return {"images": float(labels.shape[1]), "clusterings": float(labels.shape[0])}
-
-
-def load_pseudo_labels(
-    path: str | Path,
-    *,
-    n_train: int,
-    max_train: int | None,
-    clusters: Sequence[int],
-    data_hash: str | None = None,
-) -> Tensor:
-    """(N, K) int64 pseudo labels aligned with `run_pretrain`'s training images.
-
-    Checks that the file labels exactly the images `subset(n_train, max_train)` selects, in the
-    same order, with the given cluster counts (and, if given, the data set hash); any mismatch is
-    a one-line ParamsError.
-    """
-    from ascl.config import ParamsError
-    from ascl.data import FormatError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pseudo labels not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as err:  # noqa: BLE001 - re-raised as one line naming the file
-        raise FormatError(f"{path}: not a readable .npz ({type(err).__name__})") from None
-    missing = [k for k in ("labels", "clusters", "index") if k not in arrays]
-    if missing:
-        raise FormatError(f"{path}: missing key(s) {', '.join(missing)}")
-    labels, counts, index = arrays["labels"], arrays["clusters"], arrays["index"]
-    if tuple(int(k) for k in counts) != tuple(clusters):
-        raise ParamsError(
-            f"{path}: made with clusters {list(map(int, counts))}, the method wants "
-            f"{list(clusters)}"
-        )
-    expected = training_index(n_train, max_train).numpy()
-    if index.shape != expected.shape or not np.array_equal(index, expected):
-        raise ParamsError(
-            f"{path}: labels {len(index)} training images, not the {len(expected)} this job "
-            "trains on (data set or data.max_train differ)"
-        )
-    if data_hash is not None and "data_hash" in arrays and str(arrays["data_hash"]) != data_hash:
-        raise ParamsError(f"{path}: made from another data set file")
-    if labels.ndim != 2 or labels.shape != (len(counts), len(index)):
-        raise FormatError(f"{path}: labels must have shape (K, N), got {labels.shape}")
-    if np.any(labels >= counts[:, None]) or np.any(labels < -1):
-        raise FormatError(f"{path}: label out of range")
-    return torch.from_numpy(labels.astype(np.int64)).T.contiguous()

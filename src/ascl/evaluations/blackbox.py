@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from ascl.data import FormatError, write_npz_atomic
-from ascl.evaluate import accuracy, pgd_examples
 from ascl.evaluations.common import (
     device_of,
     eval_split,
@@ -30,6 +29,7 @@ from ascl.evaluations.common import (
     safe_metric_name,
     write_json,
 )
+from ascl.metrics import accuracy, pgd_examples
 from ascl.tracking import file_hash
 
 CRAFTED_KEYS = ("x_adv", "y", "meta")

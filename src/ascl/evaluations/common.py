@@ -26,7 +26,7 @@ from ascl.tracking import Run, params_hash
 
 def load_model(path: str | Path, device: torch.device):
     """(Classifier in eval mode on `device` with frozen parameters, checkpoint state)."""
-    from ascl.finetune import load_classifier
+    from ascl.artifacts import load_classifier
 
     model, state = load_classifier(path, map_location=device)
     model = model.to(device).eval()
@@ -122,3 +122,10 @@ def read_csv(path: str | Path, columns: Sequence[str]) -> list[dict[str, str]]:
 def safe_metric_name(name: str) -> str:
     """An MLflow-safe metric name (alphanumerics, _ - . / and spaces kept)."""
     return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in name)
+
+
+def grid(radius: float, points: int) -> list[float]:
+    """`points` evenly spaced values in [-radius, radius] (0 included when points is odd)."""
+    if points == 1:
+        return [0.0]
+    return [-radius + 2 * radius * i / (points - 1) for i in range(points)]

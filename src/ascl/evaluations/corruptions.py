@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from ascl.data import CIFAR10C_CORRUPTIONS, FormatError, load_corrupted
 from ascl.engine import subset
-from ascl.evaluate import accuracy
 from ascl.evaluations.common import (
     cap,
     device_of,
@@ -26,6 +25,7 @@ from ascl.evaluations.common import (
     write_csv,
     write_json,
 )
+from ascl.metrics import accuracy
 
 
 def severity_accuracies(

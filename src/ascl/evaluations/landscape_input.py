@@ -21,9 +21,11 @@ from ascl.evaluations.common import (
     device_of,
     eval_split,
     evaluation_run,
+    grid,
     load_model,
     write_csv,
 )
+from ascl.metrics import mean_loss
 
 
 def directions(
@@ -38,17 +40,6 @@ def directions(
         (grad,) = torch.autograd.grad(loss, xg)
     rand = torch.randint(0, 2, x.shape, generator=generator).to(x.device, x.dtype) * 2 - 1
     return grad.sign(), rand
-
-
-@torch.no_grad()
-def mean_loss(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
-    """Mean CE loss over float inputs x (N, 3, H, W)."""
-    model.eval()
-    total = sum(
-        float(F.cross_entropy(model(x[i : i + batch_size]), y[i : i + batch_size], reduction="sum"))
-        for i in range(0, len(x), batch_size)
-    )
-    return total / len(x)
 
 
 def input_landscape(
@@ -68,13 +59,6 @@ def input_landscape(
             xp = (x + a * d1 + b * d2).clamp(0, 1)
             rows.append((a, b, mean_loss(model, xp, y, batch_size)))
     return rows
-
-
-def grid(radius: float, points: int) -> list[float]:
-    """`points` evenly spaced values in [-radius, radius] (0 included when points is odd)."""
-    if points == 1:
-        return [0.0]
-    return [-radius + 2 * radius * i / (points - 1) for i in range(points)]
 
 
 def run_landscape_input(

@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ascl.evaluate import pgd_examples
 from ascl.evaluations.common import (
     device_of,
     eval_split,
     evaluation_run,
+    grid,
     load_model,
     write_csv,
 )
-from ascl.evaluations.landscape_input import grid, mean_loss
+from ascl.metrics import mean_loss, pgd_examples
 
 
 def filter_normalized_direction(model: nn.Module, generator: torch.Generator) -> dict[str, Tensor]:

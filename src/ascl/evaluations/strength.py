@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from ascl.attacks import pgd
 from ascl.engine import to_float
-from ascl.evaluate import accuracy, robust_accuracy
 from ascl.evaluations.common import (
     device_of,
     eval_split,
@@ -28,6 +27,7 @@ from ascl.evaluations.common import (
     write_csv,
 )
 from ascl.losses import cross_entropy_loss
+from ascl.metrics import accuracy, robust_accuracy
 
 
 def steps_curve(
