@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ascl import checkpoint
 from ascl.engine import subset
+from ascl.errors import FormatError, ParamsError
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
 from ascl.objectives import ROTATION_CLASSES
 
@@ -85,8 +86,6 @@ def load_pseudo_labels(
     same order, with the given cluster counts (and, if given, the data set hash); any mismatch is
     a one-line ParamsError.
     """
-    from ascl.config import ParamsError
-    from ascl.data import FormatError
 
     path = Path(path)
     if not path.is_file():

@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ascl.errors import CheckpointError  # noqa: F401 - raised here, re-exported
+
 if TYPE_CHECKING:  # torch is imported where it is used: the workflow imports this module
     import torch  # only for its atomic writes, and torch takes seconds to import
 
@@ -73,10 +75,6 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     except Exception as err:  # noqa: BLE001 - re-raised with the file named
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot load {path}: {first}") from err
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is unreadable, truncated or unsafe."""
 
 
 def epoch_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:

@@ -29,14 +29,12 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from ascl.errors import ClaimError  # noqa: F401 - raised here, re-exported
+
 HOLDS, FAILS, INCONCLUSIVE, NOT_REPORTED = "holds", "fails", "inconclusive", "not reported"
 NOT_CONFIGURED = "not configured"  # the claim's table or figure is not built by this params
 KINDS = ("compare", "majority", "non_increasing")
 OPS = (">", ">=", "<")
-
-
-class ClaimError(ValueError):
-    """A claim names a cell, model or file that does not exist."""
 
 
 @dataclass(frozen=True)

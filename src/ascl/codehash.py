@@ -7,9 +7,8 @@ module in them — at module level or inside functions, `import ascl.x`, `from a
 `__init__.py` on the way and the package data files a module names (the params schema, the
 published numbers). `code_hash` hashes the contents of exactly those files, so editing a module
 reruns the jobs that import it (anywhere in its code, run or not) and no others. `ascl.cli` counts
-with its own text and top-level imports; each command's own imports are its kind's entries. The
-error-reporting path (`ascl.errors`, imported only when a job fails) is in no hash: it changes
-messages, not results. Nothing here imports torch.
+with its own text and top-level imports; each command's own imports are its kind's entries.
+Nothing here imports torch.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from ascl.errors import ParamsError  # noqa: F401 - raised here, re-exported
+
 SCHEMA_PATH = Path(str(resources.files("ascl") / "params.schema.yaml"))
 
 
@@ -30,10 +32,6 @@ FIGURE_EVALUATIONS = (
     "landscape_weight",
     "strength",
 )
-
-
-class ParamsError(ValueError):
-    """A params file is malformed; the message is one line naming the key."""
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ascl import checkpoint
+from ascl.errors import MemoryFormatError, NonFiniteLossError  # noqa: F401 - re-exported
 from ascl.tracking import Run
 
 StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
@@ -33,10 +34,6 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # or, on other shapes, memory is corrupted silently. Measured on torch 2.14.1 with
 # ONEDNN_MAX_CPU_ISA=AVX2 for in_channels 1..24 (docs/reliability.md); 1 and >= 8 are clean.
 UNSAFE_CHANNELS_LAST_IN_CHANNELS = range(2, 8)
-
-
-class MemoryFormatError(ValueError):
-    """A memory format was asked for that is known to corrupt memory for this model."""
 
 
 def unsafe_channels_last_convs(model: nn.Module) -> list[str]:
@@ -79,11 +76,6 @@ def resolve_memory_format(
 def place_model(model: nn.Module, device: torch.device, memory_format: str = "auto") -> nn.Module:
     """Move `model` to `device` in the memory format `resolve_memory_format` picks."""
     return model.to(device, memory_format=resolve_memory_format(memory_format, model, device))
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term or the weights became NaN or infinite; training stops without writing
-    outputs (or a checkpoint of that state)."""
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

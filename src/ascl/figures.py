@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ascl.errors import FormatError, ParamsError
+
 DPI = 120
 
 
@@ -62,7 +64,6 @@ def _rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def _float(row: dict[str, str], key: str, path) -> float:
-    from ascl.data import FormatError
 
     try:
         return float(row[key])
@@ -88,8 +89,6 @@ def _corruption_bars(inputs: dict[str, str | Path], out, caption: str, title: st
     for label, m in means.items():
         missing = [c for c in names if c not in m]
         if missing:
-            from ascl.data import FormatError
-
             raise FormatError(f"{inputs[label]}: no rows for {', '.join(missing)}")
     groups = [*names, "mean"]
     fig = _figure(max(8.0, 0.55 * len(groups) * max(1, len(inputs)) ** 0.5 + 2), 4.8)
@@ -131,7 +130,6 @@ def fig7(inputs: dict[str, str | Path], *, out, caption: str = "", title: str | 
 
 
 def _inversion(path: str | Path) -> dict[str, np.ndarray]:
-    from ascl.data import FormatError
 
     path = Path(path)
     if not path.is_file():
@@ -235,7 +233,6 @@ def _class_colors(n: int) -> list:
 
 def landscape_grid(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a values (P,), b values (Q,), loss (P, Q)) of an input-landscape CSV."""
-    from ascl.data import FormatError
 
     rows = _rows(path, ("a", "b", "loss"))
     a = sorted({_float(r, "a", path) for r in rows})
@@ -353,7 +350,6 @@ def draw(
     title: str | None = None,
 ) -> Path:
     """Draw figure `name` ("fig1".."fig7") from labelled inputs into the PNG `out`."""
-    from ascl.config import ParamsError
 
     if name not in FIGURES:
         raise ParamsError(f"unknown figure {name!r} (known: {', '.join(FIGURES)})")

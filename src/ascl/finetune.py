@@ -22,6 +22,7 @@ from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import AugmentConfig, weak_view
 from ascl.data import load_dataset
 from ascl.engine import fit, place_model, resolve_device, subset
+from ascl.errors import ParamsError
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
 from ascl.tracking import Run, file_hash, params_hash, source_hash
@@ -64,7 +65,6 @@ def copy_pretrained_head(model: Classifier, pre: PretrainNet) -> None:
 
     Raises a one-line ParamsError when the class counts differ (e.g. on a transfer target).
     """
-    from ascl.config import ParamsError
 
     have, want = pre.classifier.out_features, model.head.out_features
     if have != want:

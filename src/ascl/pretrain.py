@@ -12,6 +12,7 @@ from ascl.attacks import AttackConfig
 from ascl.augment import AugmentConfig
 from ascl.data import load_dataset
 from ascl.engine import fit, place_model, resolve_device, subset
+from ascl.errors import ParamsError
 from ascl.models import PretrainNet
 from ascl.objectives import build_objective
 from ascl.tracking import Run, file_hash, params_hash, source_hash
@@ -49,7 +50,6 @@ def run_pretrain(
     `pseudo_labels` spec (advcl); its rows must be the same (subset of the) training images, in
     the same order. The training targets are then those pseudo labels, (N, K).
     """
-    from ascl.config import ParamsError
 
     needs = settings["objective"].get("pseudo_labels")
     method = settings["method"]

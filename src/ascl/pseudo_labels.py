@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ascl.artifacts import cluster_counts, load_pretrained, training_index
 from ascl.engine import resolve_device, to_float
+from ascl.errors import ParamsError
 from ascl.models import PretrainNet
 
 KMEANS_N_INIT = 1  # scikit-learn's default for k-means++ init (n_init="auto")
@@ -91,7 +92,6 @@ def run_pseudo_labels(
     settings: `config.pseudo_label_settings(params, method)`. The encoder checkpoint must come
     from the method named by settings["from"]. Returns a small summary (images, clusterings).
     """
-    from ascl.config import ParamsError
     from ascl.data import load_dataset, write_npz_atomic
     from ascl.tracking import file_hash
 

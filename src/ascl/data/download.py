@@ -27,17 +27,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from ascl.errors import ArchiveError, DownloadError  # noqa: F401 - re-exported
+
 CHUNK = 1 << 20
 BACKOFF_S = 1.0  # first retry delay; doubled on each further retry
 BACKOFF_MAX_S = 30.0
-
-
-class DownloadError(RuntimeError):
-    """A data set could not be fetched or its archive is unusable (one-line message)."""
-
-
-class ArchiveError(DownloadError):
-    """An archive that is unsafe to read or lacks an expected member."""
 
 
 class _RetryableError(Exception):

@@ -24,12 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ascl.errors import FormatError  # noqa: F401 - raised here, re-exported
+
 UNIFORM_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
 CORRUPTED_KEYS = ("x", "y", "severity")
-
-
-class FormatError(ValueError):
-    """A file or an archive member that does not have the expected layout."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ascl import checkpoint
 from ascl.engine import to_float
+from ascl.errors import ParamsError
 from ascl.evaluations.common import (
     device_of,
     eval_split,
@@ -58,7 +59,6 @@ def make_adversary(
 ):
     """A configured AutoAttack (l∞, radius `eps` in [0, 1] units, fixed seed). `attacks`
     (with version "custom") runs a subset of the attacks; the jobs never do."""
-    from ascl.config import ParamsError
 
     if num_classes < 4:
         raise ParamsError(

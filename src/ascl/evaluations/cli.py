@@ -22,6 +22,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ascl.errors import ParamsError
+
 # command -> settings key (ascl.config.evaluation_settings)
 COMMANDS = {
     "autoattack": "autoattack",
@@ -48,7 +50,6 @@ HELP = {
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
-    from ascl.config import ParamsError
 
     out = {}
     for item in items:

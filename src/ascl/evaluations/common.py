@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ascl import checkpoint
 from ascl.engine import resolve_device, subset
+from ascl.errors import FormatError
 from ascl.tracking import Run, params_hash
 
 
@@ -103,7 +104,6 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence])
 
 def read_csv(path: str | Path, columns: Sequence[str]) -> list[dict[str, str]]:
     """Rows of a CSV written by `write_csv`; FormatError (one line) if a column is missing."""
-    from ascl.data import FormatError
 
     path = Path(path)
     if not path.is_file():

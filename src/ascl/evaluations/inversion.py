@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ascl.data import write_npz_atomic
 from ascl.engine import to_float
+from ascl.errors import ParamsError
 from ascl.evaluations.common import (
     device_of,
     eval_split,
@@ -95,7 +96,6 @@ def run_inversion(
     track: bool = True,
 ) -> dict:
     """Write the inversion images (`out_npz`) and the before/after CSV (`out`)."""
-    from ascl.config import ParamsError
 
     device = device_of(settings)
     model, state = load_model(model_path, device)
