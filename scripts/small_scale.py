@@ -298,6 +298,43 @@ def plot(runs: list[dict], out: Path) -> None:
     os.replace(tmp, out)
 
 
+def plot_seeds(runs: list[dict], out: Path, prefix: str = "mini10-") -> None:
+    """Head accuracy per epoch of the `prefix` variants (the full objective at the CPU-scale
+    regime and its lr / batch / warm-up neighbours): colour = variant, line style = seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in runs if r["variant"].startswith(prefix)]
+    if not chosen:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    names = list(dict.fromkeys(r["variant"] for r in chosen))
+    styles = ["-", "--", ":", "-."]
+    cmap = plt.get_cmap("tab10")
+    for r in chosen:
+        ep = [h["epoch"] for h in r["history"]]
+        c = cmap(names.index(r["variant"]) % 10)
+        ls = styles[r["seed"] % len(styles)]
+        label = f"{r['variant']}, seed {r['seed']}"
+        axes[0].plot(ep, [h["head_sa"] for h in r["history"]], color=c, ls=ls, label=label)
+        axes[1].plot(ep, [h["at"] for h in r["history"]], color=c, ls=ls)
+    axes[0].set(title="test accuracy of the pre-training head (clean)", xlabel="epoch", ylim=(0, 1))
+    axes[0].axhline(0.1, color="grey", lw=0.6, ls=":")
+    axes[1].set(title="AT term; dotted: log 10", xlabel="epoch")
+    axes[1].axhline(math.log(10), color="grey", lw=0.6, ls=":")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(
+        "full ASCL objective, digits10 at 16x16, width 8, 10 epochs: seed against lr, "
+        "batch and warm-up"
+    )
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "small-scale")
@@ -332,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                     f.write(json.dumps(result) + "\n")
                 plot(runs, args.out / "loss-terms.png")
     plot(runs, args.out / "loss-terms.png")
+    plot_seeds(runs, args.out / "seeds.png")
     return 0
 
 
