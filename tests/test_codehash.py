@@ -122,7 +122,7 @@ JOB_MODULES = {
     "ascl.pretrain",
     "ascl.pseudo_labels",
     "ascl.finetune",
-    "ascl.evaluate",
+    "ascl.evaluations.pgd",
     *(f"ascl.evaluations.{k}" for k in codehash.EVALUATIONS),
 }
 

@@ -287,7 +287,8 @@ def fault_fired(wd: Path) -> str:
 
 def inspect_checkpoints(ckpt_dir: Path) -> tuple[list[int], list[Path]]:
     """(epochs, leftover temp files) of a checkpoint directory. Every `epoch-N.pt` must load
-    (weights_only) with epoch N; anything else must be a temp file of a killed write."""
+    (weights_only) with epoch N; anything else but the job's MLflow run id must be a temp file
+    of a killed write."""
     epochs, leftovers = [], []
     if not ckpt_dir.is_dir():
         return epochs, leftovers
@@ -296,7 +297,7 @@ def inspect_checkpoints(ckpt_dir: Path) -> tuple[list[int], list[Path]]:
         if m:
             assert checkpoint.load(path)["epoch"] == int(m.group(1)), path
             epochs.append(int(m.group(1)))
-        else:
+        elif path.name != "mlflow_run_id":  # the job's MLflow run id (tracking.job_run)
             assert re.fullmatch(r"\.epoch-\d+\.pt\..+\.tmp", path.name), path
             leftovers.append(path)
     return sorted(epochs), leftovers

@@ -260,3 +260,84 @@ def test_scl_carries_supcontrasts_temperature_factor():
         per_anchor.append(-sum(float(z[i] @ z[q]) / 0.1 - math.log(denom) for q in pos) / len(pos))
     reference = (0.1 / 0.07) * sum(per_anchor) / 8
     assert terms["loss"].item() == pytest.approx(reference, rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model selection (pretrain.model_selection)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_fit_restores_the_best_scoring_epoch(toy_data, tmp_path, resume):
+    """With `select`, the returned model holds the weights of the epoch with the highest score
+    (here epoch 2 of 4), also when training resumes from a checkpoint after epoch 3."""
+    from ascl.data import load_dataset
+
+    ds = load_dataset(toy_data)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    scores = iter([1.0, 5.0, 3.0, 2.0])
+    snapshots = []  # the weights at the end of each epoch, as `select` sees them
+
+    def select() -> float:
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    def step(x, y, g):
+        return {"loss": nn.functional.cross_entropy(model(x), y)}
+
+    def train(stop_after_epoch=None):
+        with Run("t", enabled=False) as run:
+            return fit(
+                model=model,
+                parameters=list(model.parameters()),
+                step=step,
+                x_train=ds.x_train,
+                y_train=ds.y_train,
+                epochs=4,
+                batch_size=16,
+                lr=0.1,
+                momentum=0.9,
+                weight_decay=0.0,
+                lr_milestones=[],
+                lr_gamma=1.0,
+                generator=torch.Generator().manual_seed(0),
+                ckpt_dir=tmp_path / "ckpt",
+                run=run,
+                select=select,
+                stop_after_epoch=stop_after_epoch,
+            )
+
+    if resume:
+        train(stop_after_epoch=3)  # a "kill" after epoch 3: the best (epoch 2) is in the ckpt
+    means = train()
+    assert means["selected_epoch"] == 2.0 and len(snapshots) == 4
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[1].items())
+    assert not all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[3].items())
+
+
+def test_selection_holds_out_a_fixed_subset():
+    from ascl.pretrain import split_for_selection
+
+    x, y = torch.arange(20).view(20, 1, 1, 1).expand(20, 3, 2, 2), torch.arange(20)
+    train = {"model_selection": "best_pgd", "selection_holdout": 5}
+    xk, yk, (xh, yh) = split_for_selection(x, y, train)
+    assert len(yk) == 15 and len(yh) == 5
+    assert sorted(yk.tolist() + yh.tolist()) == list(range(20))  # a partition of the images
+    assert torch.equal(split_for_selection(x, y, train)[2][1], yh)  # the same every time
+    assert split_for_selection(x, y, {"model_selection": "last"})[2] is None
+    with pytest.raises(config.ParamsError, match="selection_holdout"):
+        split_for_selection(x, y, {**train, "selection_holdout": 20})
+
+
+def test_best_pgd_selection_runs_in_pretraining(tiny_params, toy_data, tmp_path):
+    """A supervised AT pre-training with best_pgd selection ends with a selected epoch."""
+    from ascl.pretrain import run_pretrain
+
+    p = config.deep_merge(
+        tiny_params,
+        {"pretrain": {"epochs": 2, "model_selection": "best_pgd", "selection_holdout": 8}},
+    )
+    metrics = run_pretrain(
+        config.pretrain_settings(p, "at"), data=toy_data, out=tmp_path / "e.pt", seed=0, track=False
+    )
+    assert metrics["selected_epoch"] in (1.0, 2.0)

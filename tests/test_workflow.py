@@ -55,7 +55,7 @@ def workdir_with(tmp: Path, *, smoke: bool = True, params: dict | None = None) -
 
 
 def snakemake(
-    workdir: Path, *args: str, smoke: bool = True, timeout: int = 900, env: dict | None = None
+    workdir: Path, *args: str, smoke: bool = True, timeout: int = 1800, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "-d", str(workdir)]
     if smoke:

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from ascl.errors import ParamsError, is_user_error
+
 
 def _require_file(path: str, what: str) -> None:
     if not Path(path).is_file():
@@ -131,178 +133,253 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="finetuned classifier checkpoint")
     p.add_argument("--parent-run-id", help="MLflow parent run id (default: the model's)")
 
+    p = sub.add_parser(
+        "preflight", help="time every job kind at the configured scale; project the DAG's time"
+    )
+    p.add_argument("params", nargs="*", default=["params.yaml"], help="params files, merged")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per job kind")
+    p.add_argument("--cpu-batch", type=int, default=16, help="batch size on a CPU")
+    p.add_argument("--cpu-width", type=int, default=8, help="ResNet-18 base width on a CPU")
+
     from ascl.evaluations.cli import add_parsers as add_evaluation_parsers
 
     add_evaluation_parsers(sub)  # autoattack, blackbox-*, corruptions, ..., figure
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def _check(args: argparse.Namespace) -> None:
+    """Print the merged, validated params."""
     from ascl import config
 
-    if args.command == "check":
-        params = config.load_params(*args.params)
-        print(json.dumps(params, indent=2))
-        return
-    if args.command == "download":
-        from ascl.data import DATASETS, OFFLINE_DATASETS, prepare_cifar10c, prepare_dataset
-        from ascl.data.corrupt import DIGITS10C, prepare_digits10c
+    params = config.load_params(*args.params)
+    print(json.dumps(params, indent=2))
 
-        known = (*DATASETS, *OFFLINE_DATASETS, "cifar10c", DIGITS10C)
-        if args.name not in known:
-            raise config.ParamsError(
-                f"download: unknown data set {args.name!r} (known: {', '.join(known)})"
-            )
-        if args.name == DIGITS10C and (args.url or args.md5):
-            raise config.ParamsError(f"download: {DIGITS10C} is built offline; no --url/--md5")
-        out = Path(args.out)
-        # At a reduced image size the full-size set is prepared under a hidden name first, so
-        # that `out` only ever holds the downscaled set.
-        full = out if not args.image_size else out.with_name(f".{out.name}.full")
-        if args.name == DIGITS10C:
-            prepare_digits10c(full)
-        elif args.name == "cifar10c":
-            prepare_cifar10c(full, url=args.url, md5=args.md5)
-        else:
-            prepare_dataset(args.name, full, url=args.url, md5=args.md5)
-        if args.image_size:
-            from ascl.data.formats import downscale_tree
 
-            downscale_tree(full, out, args.image_size)
-        print(out)
-        return
-    if args.command == "table":
-        from ascl.report import write_table
+def _download(args: argparse.Namespace) -> None:
+    """Prepare one data set (download or offline build) at its uniform .npz form."""
+    from ascl.data import DATASETS, OFFLINE_DATASETS, prepare_cifar10c, prepare_dataset
+    from ascl.data.corrupt import DIGITS10C, prepare_digits10c
 
-        try:
-            spec = json.loads(args.spec)
-        except json.JSONDecodeError as err:
-            raise config.ParamsError(f"--spec: not valid JSON ({err.msg})") from None
-        from ascl.report import load_published
+    known = (*DATASETS, *OFFLINE_DATASETS, "cifar10c", DIGITS10C)
+    if args.name not in known:
+        raise ParamsError(f"download: unknown data set {args.name!r} (known: {', '.join(known)})")
+    if args.name == DIGITS10C and (args.url or args.md5):
+        raise ParamsError(f"download: {DIGITS10C} is built offline; no --url/--md5")
+    out = Path(args.out)
+    # At a reduced image size the full-size set is prepared under a hidden name first, so
+    # that `out` only ever holds the downscaled set.
+    full = out if not args.image_size else out.with_name(f".{out.name}.full")
+    if args.name == DIGITS10C:
+        prepare_digits10c(full)
+    elif args.name == "cifar10c":
+        prepare_cifar10c(full, url=args.url, md5=args.md5)
+    else:
+        prepare_dataset(args.name, full, url=args.url, md5=args.md5)
+    if args.image_size:
+        from ascl.data.formats import downscale_tree
 
-        published = load_published(args.published) if args.published else None
-        write_table(
-            spec,
-            args.results,
-            args.out_md,
-            args.out_csv,
-            published,
-            args.partial,
-            args.out_html,
-        )
-        return
-    if args.command == "claims":
-        from ascl.claims import write_claims
+        downscale_tree(full, out, args.image_size)
+    print(out)
 
-        try:
-            claims = json.loads(args.claims)
-        except json.JSONDecodeError as err:
-            raise config.ParamsError(f"--claims: not valid JSON ({err.msg})") from None
-        for path in args.tables:
-            _require_file(path, "table")
-        rows = write_claims(
-            claims,
-            args.tables,
-            args.figure,
-            out_md=args.out_md,
-            out_csv=args.out_csv,
-            out_json=args.out_json,
-            out_html=args.out_html,
-        )
-        for r in rows:
-            print(f"{r['status']:>12}  {r['claim']}")
-        return
-    if args.command == "summary":
-        from ascl.checkpoint import atomic_write_text
-        from ascl.report import summarize
 
-        for path in args.tables:
-            _require_file(path, "table")
-        summary = summarize(args.tables)
-        if args.claims:
-            _require_file(args.claims, "claims")
-            summary["claims"] = json.loads(Path(args.claims).read_text())
-        atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
-        return
-    from ascl.evaluations.cli import COMMANDS as EVALUATION_COMMANDS
+def _table(args: argparse.Namespace) -> None:
+    """Write one paper table (md/csv/html) from the evaluation outputs."""
+    from ascl.report import write_table
 
-    if args.command in EVALUATION_COMMANDS or args.command == "figure":
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as err:
+        raise ParamsError(f"--spec: not valid JSON ({err.msg})") from None
+    from ascl.report import load_published
+
+    published = load_published(args.published) if args.published else None
+    write_table(
+        spec,
+        args.results,
+        args.out_md,
+        args.out_csv,
+        published,
+        args.partial,
+        args.out_html,
+    )
+    from ascl.tracking import log_paper_outputs
+
+    log_paper_outputs([args.out_md, args.out_csv, args.out_html], "tables")
+
+
+def _claims(args: argparse.Namespace) -> None:
+    """Evaluate the claims of params.yaml `claims:` over the tables; write the report."""
+    from ascl.claims import write_claims
+
+    try:
+        claims = json.loads(args.claims)
+    except json.JSONDecodeError as err:
+        raise ParamsError(f"--claims: not valid JSON ({err.msg})") from None
+    for path in args.tables:
+        _require_file(path, "table")
+    rows = write_claims(
+        claims,
+        args.tables,
+        args.figure,
+        out_md=args.out_md,
+        out_csv=args.out_csv,
+        out_json=args.out_json,
+        out_html=args.out_html,
+    )
+    from ascl.tracking import log_paper_outputs
+
+    log_paper_outputs([args.out_md, args.out_csv, args.out_json, args.out_html], "claims")
+    for r in rows:
+        print(f"{r['status']:>12}  {r['claim']}")
+
+
+def _summary(args: argparse.Namespace) -> None:
+    """Write the metrics summary (tables, claims) read by `dvc metrics show`."""
+    from ascl.checkpoint import atomic_write_text
+    from ascl.report import summarize
+
+    for path in args.tables:
+        _require_file(path, "table")
+    summary = summarize(args.tables)
+    if args.claims:
+        _require_file(args.claims, "claims")
+        summary["claims"] = json.loads(Path(args.claims).read_text())
+    atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    """Pre-train one method with one seed."""
+    _require_file(args.data, "data set")
+    from ascl import config
+
+    if args.params and not args.method:
+        raise ParamsError("pretrain: --method is required with --params")
+    settings = config.job_settings(
+        args.settings, args.params, lambda p: config.pretrain_settings(p, args.method)
+    )
+    if args.pseudo_labels:
+        _require_file(args.pseudo_labels, "pseudo labels")
+    from ascl.pretrain import run_pretrain
+
+    metrics = run_pretrain(
+        settings,
+        data=args.data,
+        out=args.out,
+        seed=args.seed,
+        ckpt_dir=args.ckpt_dir,
+        run_id_out=args.run_id_out,
+        tags=config.parse_tags(args.tag),
+        track=not args.no_track,
+        pseudo_labels=args.pseudo_labels,
+    )
+    print(json.dumps(metrics, sort_keys=True))
+
+
+def _pseudo_labels(args: argparse.Namespace) -> None:
+    """Cluster an encoder's features into AdvCL's pseudo labels."""
+    _require_file(args.data, "data set")
+    from ascl import config
+
+    _require_file(args.encoder, "encoder checkpoint")
+    if args.params and not args.method:
+        raise ParamsError("pseudo-labels: --method is required with --params")
+    settings = config.job_settings(
+        args.settings, args.params, lambda p: config.pseudo_label_settings(p, args.method)
+    )
+    from ascl.pseudo_labels import run_pseudo_labels
+
+    metrics = run_pseudo_labels(
+        settings, encoder=args.encoder, data=args.data, out=args.out, seed=args.seed
+    )
+    print(json.dumps(metrics, sort_keys=True))
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    """Finetune an encoder with one strategy."""
+    _require_file(args.data, "data set")
+    from ascl import config
+
+    _require_file(args.encoder, "encoder checkpoint")
+    if args.params and not args.strategy:
+        raise ParamsError("finetune: --strategy is required with --params")
+    settings = config.job_settings(
+        args.settings, args.params, lambda p: config.finetune_settings(p, args.strategy)
+    )
+    from ascl.finetune import run_finetune
+
+    metrics = run_finetune(
+        settings,
+        encoder=args.encoder,
+        data=args.data,
+        out=args.out,
+        seed=args.seed,
+        ckpt_dir=args.ckpt_dir,
+        parent_run_id=args.parent_run_id,
+        run_id_out=args.run_id_out,
+        tags=config.parse_tags(args.tag),
+        track=not args.no_track,
+    )
+    print(json.dumps(metrics, sort_keys=True))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    """SA and PGD RA of a finetuned classifier."""
+    _require_file(args.data, "data set")
+    from ascl import config
+
+    _require_file(args.model, "model checkpoint")
+    settings = config.job_settings(args.settings, args.params, config.evaluate_settings)
+    from ascl.evaluations.pgd import run_pgd
+
+    metrics = run_pgd(
+        settings,
+        model_path=args.model,
+        data=args.data,
+        out=args.out,
+        seed=args.seed,
+        parent_run_id=args.parent_run_id,
+        tags=config.parse_tags(args.tag),
+        track=not args.no_track,
+    )
+    print(json.dumps(metrics, sort_keys=True))
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Time every job kind at the configured scale and project the DAG's wall time."""
+    from ascl import config
+    from ascl.preflight import main as preflight_main
+
+    params = config.load_params(*args.params)
+    preflight_main(params, n_steps=args.steps, cpu_batch=args.cpu_batch, cpu_width=args.cpu_width)
+
+
+COMMANDS = {
+    "preflight": _preflight,
+    "check": _check,
+    "download": _download,
+    "table": _table,
+    "claims": _claims,
+    "summary": _summary,
+    "pretrain": _pretrain,
+    "pseudo-labels": _pseudo_labels,
+    "finetune": _finetune,
+    "evaluate": _evaluate,
+}
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run one command: a job, a data set, a table, the claims, or an evaluation / figure."""
+    from ascl.evaluations import REGISTRY as EVALUATION_COMMANDS
+
+    if args.command in COMMANDS:
+        COMMANDS[args.command](args)
+    elif args.command in EVALUATION_COMMANDS or args.command == "figure":
         from ascl.evaluations.cli import print_result
         from ascl.evaluations.cli import run as run_evaluation
 
         print_result(run_evaluation(args))
-        return
-    _require_file(args.data, "data set")
-    if args.command == "pretrain":
-        if args.params and not args.method:
-            raise config.ParamsError("pretrain: --method is required with --params")
-        settings = config.job_settings(
-            args.settings, args.params, lambda p: config.pretrain_settings(p, args.method)
-        )
-        if args.pseudo_labels:
-            _require_file(args.pseudo_labels, "pseudo labels")
-        from ascl.pretrain import run_pretrain
-
-        metrics = run_pretrain(
-            settings,
-            data=args.data,
-            out=args.out,
-            seed=args.seed,
-            ckpt_dir=args.ckpt_dir,
-            run_id_out=args.run_id_out,
-            tags=config.parse_tags(args.tag),
-            track=not args.no_track,
-            pseudo_labels=args.pseudo_labels,
-        )
-    elif args.command == "pseudo-labels":
-        _require_file(args.encoder, "encoder checkpoint")
-        if args.params and not args.method:
-            raise config.ParamsError("pseudo-labels: --method is required with --params")
-        settings = config.job_settings(
-            args.settings, args.params, lambda p: config.pseudo_label_settings(p, args.method)
-        )
-        from ascl.pseudo_labels import run_pseudo_labels
-
-        metrics = run_pseudo_labels(
-            settings, encoder=args.encoder, data=args.data, out=args.out, seed=args.seed
-        )
-    elif args.command == "finetune":
-        _require_file(args.encoder, "encoder checkpoint")
-        if args.params and not args.strategy:
-            raise config.ParamsError("finetune: --strategy is required with --params")
-        settings = config.job_settings(
-            args.settings, args.params, lambda p: config.finetune_settings(p, args.strategy)
-        )
-        from ascl.finetune import run_finetune
-
-        metrics = run_finetune(
-            settings,
-            encoder=args.encoder,
-            data=args.data,
-            out=args.out,
-            seed=args.seed,
-            ckpt_dir=args.ckpt_dir,
-            parent_run_id=args.parent_run_id,
-            run_id_out=args.run_id_out,
-            tags=config.parse_tags(args.tag),
-            track=not args.no_track,
-        )
-    else:
-        _require_file(args.model, "model checkpoint")
-        settings = config.job_settings(args.settings, args.params, config.evaluate_settings)
-        from ascl.evaluate import run_evaluate
-
-        metrics = run_evaluate(
-            settings,
-            model_path=args.model,
-            data=args.data,
-            out=args.out,
-            seed=args.seed,
-            parent_run_id=args.parent_run_id,
-            tags=config.parse_tags(args.tag),
-            track=not args.no_track,
-        )
-    print(json.dumps(metrics, sort_keys=True))
+    else:  # argparse allows only the commands above
+        raise AssertionError(f"unknown command {args.command!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,8 +396,6 @@ def main(argv: list[str] | None = None) -> int:
         print("ascl: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - every failure becomes one line
-        from ascl.errors import is_user_error
-
         if not is_user_error(err):
             raise
         print(f"ascl: error: {err}", file=sys.stderr)

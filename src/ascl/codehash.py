@@ -34,7 +34,7 @@ ENTRY = {
     "pretrain": ["ascl.pretrain"],
     "pseudo_labels": ["ascl.pseudo_labels"],
     "finetune": ["ascl.finetune"],
-    "evaluate": ["ascl.evaluate"],
+    "evaluate": ["ascl.evaluations.pgd"],
     # the curve evaluations are imported by name (importlib) in evaluations/cli.py: listed here
     "evaluations": ["ascl.evaluations.cli", *(f"ascl.evaluations.{k}" for k in EVALUATIONS)],
     "table": ["ascl.report"],

@@ -19,19 +19,12 @@ from typing import Any
 import yaml
 
 from ascl.errors import ParamsError  # noqa: F401 - raised here, re-exported
+from ascl.evaluations import EVALUATIONS, FIGURE_OUTPUTS
 
 SCHEMA_PATH = Path(str(resources.files("ascl") / "params.schema.yaml"))
 
 
 # Evaluations whose outputs a figure can plot (params `figures.<fig>.evaluation`).
-FIGURE_EVALUATIONS = (
-    "corruptions",
-    "inversion",
-    "tsne",
-    "landscape_input",
-    "landscape_weight",
-    "strength",
-)
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -192,10 +185,10 @@ def _check_references(params: dict) -> None:
         if target != "source" and target not in params["data"]["transfer"]:
             raise ParamsError(f"{where}.target: no data set for role {target!r} in data.transfer")
     for fig, spec in params.get("figures", {}).items():
-        if spec["evaluation"] not in FIGURE_EVALUATIONS:
+        if spec["evaluation"] not in FIGURE_OUTPUTS:
             raise ParamsError(
                 f"params: figures.{fig}.evaluation: unknown evaluation {spec['evaluation']!r} "
-                f"(known: {', '.join(FIGURE_EVALUATIONS)})"
+                f"(known: {', '.join(FIGURE_OUTPUTS)})"
             )
     matrices = [t for t, spec in params["paper"].items() if spec.get("kind") == "matrix"]
     if len(matrices) > 1:
@@ -293,8 +286,6 @@ def finetune_settings(params: dict, strategy: str) -> dict:
 
 def evaluate_settings(params: dict) -> dict:
     """Everything one PGD evaluation job depends on (JSON-serialisable)."""
-    from ascl.evaluations import EVALUATIONS
-
     return {
         "kind": "evaluate",
         **{k: v for k, v in params["evaluate"].items() if k not in EVALUATIONS},
@@ -307,8 +298,6 @@ def evaluation_settings(params: dict, kind: str) -> dict:
     """Everything one job of evaluation `kind` (a key of `ascl.evaluations.EVALUATIONS`, e.g.
     "autoattack") depends on: its `evaluate.<kind>` section, the evaluation batch size (unless
     the section sets its own), the data caps and the device (JSON-serialisable)."""
-    from ascl.evaluations import EVALUATIONS
-
     if kind not in EVALUATIONS:
         raise ParamsError(f"unknown evaluation {kind!r} (known: {', '.join(EVALUATIONS)})")
     if kind not in params["evaluate"]:

@@ -248,6 +248,28 @@ def make_scheduler(
     )
 
 
+# The keys of a job's settings that are `fit` arguments (its training recipe).
+RECIPE_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "lr_milestones",
+    "lr_gamma",
+    "precision",
+    "optimizer",
+    "schedule",
+    "warmup_epochs",
+)
+
+
+def recipe(settings: dict) -> dict:
+    """The `fit` keyword arguments of a training recipe (a pre-training job's `train`
+    settings, a finetuning job's settings); keys it does not set keep `fit`'s defaults."""
+    return {k: settings[k] for k in RECIPE_KEYS if k in settings}
+
+
 def fit(
     *,
     model: nn.Module,
@@ -273,8 +295,14 @@ def fit(
     optimizer: str = "sgd",
     schedule: str = "step",
     warmup_epochs: int = 0,
+    select: Callable[[], float] | None = None,
 ) -> dict[str, float]:
     """Train `parameters` of `model`; returns the last epoch's mean loss terms.
+
+    select: model selection. Called after every epoch (model in whatever mode it returns to),
+    its score (higher is better, e.g. PGD accuracy on held-out images) is logged as
+    `select/score`; at the end the weights of the best-scoring epoch are restored and
+    `selected_epoch` is added to the returned terms. None: the last epoch's weights.
 
     optimizer ("sgd" | "lars"), schedule ("step": x lr_gamma at the lr_milestones fractions of
     the epochs | "cosine") and warmup_epochs (linear) as `make_optimizer` / `lr_factor`.
@@ -296,7 +324,7 @@ def fit(
         gamma=lr_gamma,
         warmup_epochs=warmup_epochs,
     )
-    start_epoch = 0
+    start_epoch, state = 0, None
     if ckpt_dir is not None:
         state = checkpoint.load_latest(ckpt_dir, map_location=x_train.device)
         if state is not None and state.get("fingerprint") != fingerprint:
@@ -315,6 +343,7 @@ def fit(
             start_epoch = state["epoch"]
             print(f"[{desc}] resumed from epoch {start_epoch}", file=sys.stderr)
     means: dict[str, float] = {}
+    best = state.get("best") if state is not None else None
     for epoch in range(start_epoch, epochs):
         (set_train_mode or model.train)()
         means = _run_epoch(
@@ -331,6 +360,15 @@ def fit(
         means["lr"] = optimizer.param_groups[0]["lr"]
         scheduler.step()
         run.log_metrics({f"train/{k}": v for k, v in means.items()}, step=epoch + 1)
+        if select is not None:
+            score = float(select())
+            run.log_metrics({"select/score": score}, step=epoch + 1)
+            if best is None or score > best["score"]:
+                best = {
+                    "score": score,
+                    "epoch": epoch + 1,
+                    "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                }
         if ckpt_dir is not None:
             checkpoint.save_epoch(
                 {
@@ -340,12 +378,16 @@ def fit(
                     "scheduler": scheduler.state_dict(),
                     "generator": generator.get_state(),
                     "fingerprint": fingerprint,
+                    "best": best,
                 },
                 ckpt_dir,
                 epoch + 1,
             )
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
+    if select is not None and best is not None:
+        model.load_state_dict(best["model"])
+        means = {**means, "selected_epoch": float(best["epoch"])}
     return means
 
 

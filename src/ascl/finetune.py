@@ -21,11 +21,11 @@ from ascl.artifacts import load_pretrained
 from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import AugmentConfig, weak_view
 from ascl.data import load_dataset
-from ascl.engine import fit, place_model, resolve_device, subset
+from ascl.engine import fit, place_model, recipe, resolve_device, subset
 from ascl.errors import ParamsError
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
-from ascl.tracking import Run, file_hash, params_hash, source_hash
+from ascl.tracking import file_hash, job_run, params_hash, source_hash
 
 
 def trades_adversary(
@@ -144,28 +144,27 @@ def run_finetune(
         **(tags or {}),
     }
     parent = parent_run_id or pre_state.get("run_id") or None
-    with Run(name, params=settings, tags=tags, parent_run_id=parent, enabled=track) as run:
-        if run_id_out is not None and run.run_id:
-            checkpoint.atomic_write_text(run_id_out, run.run_id + "\n")
+    with job_run(
+        name,
+        params=settings,
+        tags=tags,
+        parent_run_id=parent,
+        track=track,
+        ckpt_dir=ckpt_dir,
+        run_id_out=run_id_out,
+    ) as run:
         metrics = fit(
             model=model,
             parameters=[p for p in model.parameters() if p.requires_grad],
             step=make_step(settings, model),
             x_train=x,
             y_train=y,
-            epochs=settings["epochs"],
-            batch_size=settings["batch_size"],
-            lr=settings["lr"],
-            momentum=settings["momentum"],
-            weight_decay=settings["weight_decay"],
-            lr_milestones=settings["lr_milestones"],
-            lr_gamma=settings["lr_gamma"],
+            **recipe(settings),
             generator=torch.Generator().manual_seed(seed),
             ckpt_dir=ckpt_dir,
             run=run,
             set_train_mode=set_train_mode,
             desc=name,
-            precision=settings.get("precision", "auto"),
             fingerprint=params_hash(settings)
             + source_hash()
             + file_hash(encoder)
@@ -184,4 +183,5 @@ def run_finetune(
             },
             out,
         )
+        run.tag_output(out)
     return metrics

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +46,35 @@ from ascl.models import PretrainNet
 # (x, y, generator) -> named loss terms incl. "loss"
 StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
 
+VIEW_MAKERS = {"weak": weak_view, "simclr": simclr_view}
+
 ATTACK_SOURCES = ("ensemble", "label_based", "label_free")
 
 
+class Objective:
+    """Base of the objectives. `views` names the views of a batch that `terms` takes ("weak":
+    `augment.weak_view`, "simclr": `augment.simclr_view`), made in this order from the batch's
+    generator; `terms(model, views, y, attack, generator)` returns the named loss terms and
+    "loss". Subclasses are frozen dataclasses whose fields are the objective's switches."""
+
+    views: ClassVar[tuple[str, ...]] = ()
+
+    def terms(self, model, views, y, attack, generator) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
+        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1], y: (B,)
+        labels (or (B, K) pseudo labels, AdvCL)."""
+        makers = [VIEW_MAKERS[v] for v in self.views]
+        return lambda x, y, g: self.terms(model, [make(x, aug, g) for make in makers], y, attack, g)
+
+
 @dataclass(frozen=True)
-class ASCLObjective:
+class ASCLObjective(Objective):
+    """ASCL, eq. (10): lambda_at · AT + lambda_cl · adversarial NT-Xent + lambda_ascl · eq. (9),
+    each term's adversarial example from `attack_source` (Table 6)."""
+
+    views = ("weak", "simclr", "simclr")
     lambda_at: float = 1.0
     lambda_cl: float = 0.5
     lambda_ascl: float = 0.2
@@ -68,18 +93,8 @@ class ASCLObjective:
                 f"attack_source must be one of {ATTACK_SOURCES}, got {self.attack_source!r}"
             )
 
-    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
-        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
-        return lambda x, y, g: ascl_terms(
-            model,
-            weak_view(x, aug, g),
-            simclr_view(x, aug, g),
-            simclr_view(x, aug, g),
-            y,
-            self,
-            attack,
-            g,
-        )
+    def terms(self, model, views, y, attack, generator):
+        return ascl_terms(model, *views, y, self, attack, generator)
 
 
 def ascl_terms(
@@ -174,12 +189,14 @@ def _shares_bn(model: PretrainNet) -> bool:
 
 
 @dataclass(frozen=True)
-class SupervisedObjective:
+class SupervisedObjective(Objective):
     """End-to-end supervised training on the weak view.
 
     adversary: "none" (standard CE), "pgd" (Madry et al., 2018: CE on the CE-PGD example) or
     "trades" (Zhang et al., 2019: CE(f(x)) + β·KL(f(x) || f(x+δ)), δ maximising the KL).
     """
+
+    views = ("weak",)
 
     adversary: str = "pgd"
     trades_beta: float = 6.0
@@ -188,9 +205,8 @@ class SupervisedObjective:
         if self.adversary not in ADVERSARIES:
             raise ValueError(f"adversary must be one of {ADVERSARIES}, got {self.adversary!r}")
 
-    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
-        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
-        return lambda x, y, g: supervised_terms(model, weak_view(x, aug, g), y, self, attack, g)
+    def terms(self, model, views, y, attack, generator):
+        return supervised_terms(model, *views, y, self, attack, generator)
 
 
 def trades_attack_loss(model: PretrainNet, x: Tensor, attack: AttackConfig):
@@ -235,16 +251,17 @@ def supervised_terms(
 
 
 @dataclass(frozen=True)
-class RotationObjective:
+class RotationObjective(Objective):
     """Supervised (adversarial) training with auxiliary rotation prediction (Hendrycks et al.,
     2019): loss = CE(classes of x) + lambda_rotation · CE(rotation of each of x's 4 rotations)."""
+
+    views = ("weak",)
 
     lambda_rotation: float = 0.5
     adversarial: bool = True
 
-    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
-        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
-        return lambda x, y, g: rotation_terms(model, weak_view(x, aug, g), y, self, attack, g)
+    def terms(self, model, views, y, attack, generator):
+        return rotation_terms(model, *views, y, self, attack, generator)
 
 
 def rotation_head_losses(
@@ -295,36 +312,29 @@ def rotation_terms(
 
 
 @dataclass(frozen=True)
-class SimCLRObjective:
+class SimCLRObjective(Objective):
     """SimCLR (Chen et al., 2020): NT-Xent of two SimCLR views, clean branch, no attack."""
+
+    views = ("simclr", "simclr")
 
     temperature: float = 0.5
 
-    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
-        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
-        return lambda x, y, g: simclr_terms(
-            model, simclr_view(x, aug, g), simclr_view(x, aug, g), self.temperature
-        )
+    def terms(self, model, views, y, attack, generator):
+        return simclr_terms(model, *views, self.temperature)
 
 
 @dataclass(frozen=True)
-class SupConObjective:
+class SupConObjective(Objective):
     """SupCon (Khosla et al., 2020) of two SimCLR views; base_temperature: SupContrast's loss
     factor temperature / base_temperature (None: no factor)."""
+
+    views = ("simclr", "simclr")
 
     temperature: float = 0.1
     base_temperature: float | None = None
 
-    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
-        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
-        return lambda x, y, g: supcon_terms(
-            model,
-            simclr_view(x, aug, g),
-            simclr_view(x, aug, g),
-            y,
-            self.temperature,
-            self.base_temperature,
-        )
+    def terms(self, model, views, y, attack, generator):
+        return supcon_terms(model, *views, y, self.temperature, self.base_temperature)
 
 
 def simclr_terms(
@@ -362,18 +372,17 @@ def supcon_terms(
 
 
 @dataclass(frozen=True)
-class RoCLObjective:
+class RoCLObjective(Objective):
     """RoCL (Kim et al., 2020): rocl_loss(t(x), t'(x), t(x)^adv) + lambda_reg · NT-Xent(t(x)^adv,
     t'(x)), where t(x)^adv starts at t(x) and maximises NT-Xent(t(x) + δ, t'(x))."""
+
+    views = ("simclr", "simclr")
 
     lambda_reg: float = 1 / 256
     temperature: float = 0.5
 
-    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
-        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
-        return lambda x, y, g: rocl_terms(
-            model, simclr_view(x, aug, g), simclr_view(x, aug, g), self, attack, g
-        )
+    def terms(self, model, views, y, attack, generator):
+        return rocl_terms(model, *views, self, attack, generator)
 
 
 def rocl_attack_loss(model: PretrainNet, view2: Tensor, attack: AttackConfig, temperature: float):
@@ -423,20 +432,19 @@ def rocl_terms(
 
 
 @dataclass(frozen=True)
-class ACLObjective:
+class ACLObjective(Objective):
     """ACL-DS (Jiang et al., 2020): lambda_clean · NT-Xent(clean pair, clean BN) + lambda_adv ·
     NT-Xent(adversarial pair, adv BN); both views of the adversarial pair are attacked jointly
     to maximise their NT-Xent."""
+
+    views = ("simclr", "simclr")
 
     lambda_clean: float = 0.5
     lambda_adv: float = 0.5
     temperature: float = 0.5
 
-    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
-        """(x, y, generator) -> loss terms for `model`; x: (B, 3, H, W) in [0, 1]."""
-        return lambda x, y, g: acl_terms(
-            model, simclr_view(x, aug, g), simclr_view(x, aug, g), self, attack, g
-        )
+    def terms(self, model, views, y, attack, generator):
+        return acl_terms(model, *views, self, attack, generator)
 
 
 def acl_terms(
@@ -477,27 +485,19 @@ def acl_terms(
 
 
 @dataclass(frozen=True)
-class AdvCLObjective:
+class AdvCLObjective(Objective):
     """AdvCL (Fan et al., 2021): (τ/τ_base)·multiview NT-Xent over (x_cl^adv, t1, t2, HFC(x))
     + lambda_ce · mean over clusterings of CE(pseudo labels) of x_ce^adv."""
+
+    views = ("weak", "simclr", "simclr")
 
     lambda_ce: float = 0.2
     hf_radius: float = 8.0
     base_temperature: float = 0.07
     temperature: float = 0.5
 
-    def step(self, model: PretrainNet, aug: AugmentConfig, attack: AttackConfig) -> StepFn:
-        """(x, y, generator) -> loss terms; y: (B, K) pseudo labels of the K clusterings."""
-        return lambda x, y, g: advcl_terms(
-            model,
-            weak_view(x, aug, g),
-            simclr_view(x, aug, g),
-            simclr_view(x, aug, g),
-            y,
-            self,
-            attack,
-            g,
-        )
+    def terms(self, model, views, y, attack, generator):
+        return advcl_terms(model, *views, y, self, attack, generator)
 
 
 def pseudo_logits(model: PretrainNet, x: Tensor, branch: str) -> list[Tensor]:

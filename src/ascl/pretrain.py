@@ -11,11 +11,11 @@ from ascl.artifacts import build_pretrain_net, cluster_counts, load_pseudo_label
 from ascl.attacks import AttackConfig
 from ascl.augment import AugmentConfig
 from ascl.data import load_dataset
-from ascl.engine import fit, place_model, resolve_device, subset
+from ascl.engine import fit, place_model, recipe, resolve_device, subset
 from ascl.errors import ParamsError
 from ascl.models import PretrainNet
 from ascl.objectives import build_objective
-from ascl.tracking import Run, file_hash, params_hash, source_hash
+from ascl.tracking import file_hash, job_run, params_hash, source_hash
 
 
 def make_step(settings: dict, model: PretrainNet):
@@ -29,6 +29,60 @@ def make_step(settings: dict, model: PretrainNet):
     aug = AugmentConfig.from_dict(settings["augment"])
     attack = AttackConfig.from_settings(train["attack"])
     return build_objective(spec, train["temperature"]).step(model, aug, attack)
+
+
+# Model selection (`pretrain.model_selection: best_pgd`): Rice et al. (2020) keep the epoch of
+# best PGD-10 accuracy on 1000 held-out training images.
+SELECTION_PGD_STEPS = 10
+
+
+def split_for_selection(x: torch.Tensor, y: torch.Tensor, train: dict):
+    """(x, y) minus the held-out images of model selection, and the held-out (x, y) or None.
+
+    x: (N, 3, H, W), y: (N,). The `selection_holdout` images are a fixed (seed 0) random subset,
+    the same for every method and seed."""
+    if train.get("model_selection", "last") == "last":
+        return x, y, None
+    n = train["selection_holdout"]
+    if not 0 < n < len(x):
+        raise ParamsError(
+            f"pretrain.selection_holdout: {n} of {len(x)} training images cannot be held out"
+        )
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(x.device)
+    keep, hold = perm[n:].sort().values, perm[:n].sort().values
+    return x[keep], y[keep], (x[hold], y[hold])
+
+
+class _Head(torch.nn.Module):
+    """The pre-training net's classifier on one BN branch, as a plain classifier."""
+
+    def __init__(self, net: PretrainNet, branch: str) -> None:
+        super().__init__()
+        self.net, self.branch = net, branch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.branch)
+
+
+def selection_score(model: PretrainNet, held_out, train: dict):
+    """The `fit` selection score: PGD-10 accuracy (%) of the classifier head (adversarial
+    branch) on the held-out images, at the pre-training attack's radius and step size."""
+    from ascl.metrics import robust_accuracy
+
+    x, y = held_out
+    attack = train["attack"]
+    head = _Head(model, "adv")
+    return lambda: robust_accuracy(
+        head,
+        x,
+        y,
+        eps=attack["eps"] / 255,
+        alpha=attack["alpha"] / 255,
+        steps=SELECTION_PGD_STEPS,
+        random_start=True,
+        batch_size=train["batch_size"],
+        seed=0,
+    )
 
 
 def run_pretrain(
@@ -73,13 +127,19 @@ def run_pretrain(
             data_hash=file_hash(data),
         )
     x, y = x.to(device), y.to(device)
+    train = settings["train"]
+    if needs and train.get("model_selection", "last") != "last":
+        raise ParamsError(
+            f"pretrain: method {method!r} trains on pseudo labels; model_selection: best_pgd "
+            "needs class labels"
+        )
+    x, y, held_out = split_for_selection(x, y, train)
     model = place_model(
         build_pretrain_net(settings, ds.num_classes),
         device,
         settings.get("memory_format", "auto"),
     )
     generator = torch.Generator().manual_seed(seed)
-    train = settings["train"]
     name = f"pretrain/{settings['method']}/seed{seed}"
     tags = {
         "stage": "pretrain",
@@ -88,31 +148,27 @@ def run_pretrain(
         "params_hash": params_hash(settings),
         **(tags or {}),
     }
-    with Run(name, params=settings, tags=tags, enabled=track) as run:
-        if run_id_out is not None and run.run_id:
-            checkpoint.atomic_write_text(run_id_out, run.run_id + "\n")
+    with job_run(
+        name,
+        params=settings,
+        tags=tags,
+        track=track,
+        ckpt_dir=ckpt_dir,
+        run_id_out=run_id_out,
+    ) as run:
         metrics = fit(
             model=model,
             parameters=list(model.parameters()),
             step=make_step(settings, model),
             x_train=x,
             y_train=y,
-            epochs=train["epochs"],
-            batch_size=train["batch_size"],
-            lr=train["lr"],
-            momentum=train["momentum"],
-            weight_decay=train["weight_decay"],
-            lr_milestones=train["lr_milestones"],
-            lr_gamma=train["lr_gamma"],
+            **recipe(train),
             generator=generator,
             ckpt_dir=ckpt_dir,
             run=run,
             desc=name,
             stop_after_epoch=stop_after_epoch,
-            precision=train.get("precision", "auto"),
-            optimizer=train.get("optimizer", "sgd"),
-            schedule=train.get("schedule", "step"),
-            warmup_epochs=train.get("warmup_epochs", 0),
+            select=selection_score(model, held_out, train) if held_out else None,
             fingerprint=params_hash(settings)
             + source_hash()
             + file_hash(data)
@@ -131,4 +187,5 @@ def run_pretrain(
             },
             out,
         )
+        run.tag_output(out)
     return metrics

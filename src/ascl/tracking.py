@@ -4,6 +4,12 @@ The tracking URI is `MLFLOW_TRACKING_URI` if set, else `sqlite:///mlflow.db` in 
 directory (the project root when run through the workflow). Runs are created through the client
 API so that several processes can log at once; every call is retried with backoff when the store
 is busy (SQLite's "database is locked" under concurrent writers). A run that raises ends FAILED.
+
+A training job keeps its run id next to its epoch checkpoints (`job_run`): its rerun after a
+kill continues the same run. Any other run left RUNNING by a killed job (same name, parent and
+workflow wildcards) is ended KILLED when that job starts again. Training runs carry the path and
+md5 (DVC's content hash) of the artifact they wrote as tags; evaluation runs log their output
+files as artifacts; the `paper` run of an experiment holds the tables, claims and figures.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,6 +91,28 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def file_md5(path: str | Path) -> str:
+    """md5 of a file's content, as DVC records it (dvc.lock, cache entry names)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _relative(path: str | Path) -> str:
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def _quote(value: str) -> str:
+    """A value inside a single-quoted MLflow search string."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -121,8 +149,10 @@ class Run:
         parent_run_id: str | None = None,
         experiment: str | None = None,
         enabled: bool = True,
+        resume_run_id: str | None = None,
     ) -> None:
         self.name = name
+        self.resume_run_id = resume_run_id
         self.params = params or {}
         self.tags = tags or {}
         self.parent_run_id = parent_run_id
@@ -159,10 +189,47 @@ class Run:
         tags = {MLFLOW_RUN_NAME: self.name, "git_commit": git_commit(), **self.tags}
         if self.parent_run_id:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
+        resumed = self._resumable(client, exp_id)
+        if resumed is not None:
+            self.run_id = resumed
+            _retry(lambda: client.update_run(resumed, status="RUNNING"))
+            self.set_tags({"resumed": "true"})
+            return self
+        self._end_stale_runs(client, exp_id)
         run = _retry(lambda: client.create_run(exp_id, tags=tags, run_name=self.name))
         self.run_id = run.info.run_id
         self.log_params(self.params)
         return self
+
+    def _resumable(self, client, exp_id: str) -> str | None:
+        """`resume_run_id` if that run exists in this experiment with the same name and
+        params_hash (a killed job's own run), else None."""
+        if not self.resume_run_id:
+            return None
+        try:
+            old = _retry(lambda: client.get_run(self.resume_run_id))
+        except Exception:  # noqa: BLE001 - a run id of another store: start a new run
+            return None
+        same = (
+            old.info.experiment_id == exp_id
+            and old.info.run_name == self.name
+            and old.data.tags.get("params_hash") == self.tags.get("params_hash")
+        )
+        return old.info.run_id if same else None
+
+    def _end_stale_runs(self, client, exp_id: str) -> None:
+        """End KILLED the runs of this job (same name, parent and workflow wildcards) that are
+        still RUNNING: their process is gone, since the workflow runs a job once at a time."""
+        query = [f"tags.mlflow.runName = '{_quote(self.name)}'", "attributes.status = 'RUNNING'"]
+        if self.parent_run_id:
+            query.append(f"tags.mlflow.parentRunId = '{_quote(self.parent_run_id)}'")
+        if "wildcards" in self.tags:
+            query.append(f"tags.wildcards = '{_quote(self.tags['wildcards'])}'")
+        stale = _retry(
+            lambda: client.search_runs([exp_id], filter_string=" and ".join(query), max_results=50)
+        )
+        for old in stale:
+            _retry(lambda old=old: client.set_terminated(old.info.run_id, "KILLED"))
 
     def log_params(self, params: dict) -> None:
         if not self.enabled or not params:
@@ -191,9 +258,16 @@ class Run:
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         _retry(lambda: self._client.log_batch(self.run_id, tags=items))
 
-    def log_artifact(self, path: str | Path) -> None:
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.enabled and Path(path).is_file():
-            _retry(lambda: self._client.log_artifact(self.run_id, str(path)))
+            _retry(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def tag_output(self, path: str | Path) -> None:
+        """Tag the run with the artifact it wrote: its path (as DVC tracks it, relative to the
+        working directory when inside it) and md5 (DVC's content hash: the cache entry)."""
+        if not self.enabled:
+            return
+        self.set_tags({"artifact.path": _relative(path), "artifact.md5": file_md5(path)})
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.enabled or self.run_id is None:
@@ -203,3 +277,85 @@ class Run:
             with contextlib.suppress(Exception):  # the original error matters more
                 self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
         _retry(lambda: self._client.set_terminated(self.run_id, status))
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def job_run(
+    name: str,
+    *,
+    params: dict,
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
+    track: bool = True,
+    ckpt_dir: str | Path | None = None,
+    run_id_out: str | Path | None = None,
+) -> Iterator[Run]:
+    """The MLflow run of a training job. With `ckpt_dir` its run id is kept there beside the
+    epoch checkpoints, so the rerun of a killed job continues the same run; `run_id_out`
+    receives the run id (the parent of the next stage's runs)."""
+    id_file = Path(ckpt_dir) / "mlflow_run_id" if ckpt_dir is not None else None
+    resume = id_file.read_text().strip() if id_file is not None and id_file.is_file() else None
+    with Run(
+        name,
+        params=params,
+        tags=tags,
+        parent_run_id=parent_run_id,
+        enabled=track,
+        resume_run_id=resume or None,
+    ) as run:
+        if run.run_id:
+            if id_file is not None:
+                id_file.parent.mkdir(parents=True, exist_ok=True)
+                _write_text(id_file, run.run_id + "\n")
+            if run_id_out is not None:
+                _write_text(Path(run_id_out), run.run_id + "\n")
+        yield run
+
+
+PAPER_RUN = "paper"
+
+
+def log_paper_outputs(paths: Sequence[str | Path], artifact_path: str) -> None:
+    """Log report outputs (tables, claims, figures) to the experiment's `paper` run (created
+    on first use, reopened after), under `artifact_path`. Only inside the workflow's jobs, which
+    name their experiment (ASCL_EXPERIMENT); a command run by hand logs nothing."""
+    experiment = os.environ.get("ASCL_EXPERIMENT")
+    if not experiment:
+        return
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    with _store_lock(uri):
+        client = MlflowClient(uri)
+        run = Run(PAPER_RUN, tags={"stage": "paper"}, experiment=experiment)
+        exp = _retry(lambda: client.get_experiment_by_name(experiment))
+        exp_id = exp.experiment_id if exp is not None else run._create_experiment(client)
+        found = _retry(
+            lambda: client.search_runs(
+                [exp_id],
+                filter_string=f"tags.mlflow.runName = '{PAPER_RUN}'",
+                order_by=["attributes.start_time ASC"],
+                max_results=1,
+            )
+        )
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+            created = _retry(
+                lambda: client.create_run(
+                    exp_id, tags={MLFLOW_RUN_NAME: PAPER_RUN, "stage": "paper"}, run_name=PAPER_RUN
+                )
+            )
+            run_id = created.info.run_id
+            _retry(lambda: client.set_terminated(run_id, "FINISHED"))
+    for path in paths:
+        if Path(path).is_file():
+            _retry(lambda path=path: client.log_artifact(run_id, str(path), artifact_path))

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from ascl import codehash as ascl_codehash
 from ascl import config as ascl_config
+from ascl import evaluations as ascl_evaluations
 from ascl import report as ascl_report
 
 try:
@@ -26,15 +27,8 @@ IMAGE_SIZE_ARG = (
 )
 SEEDS = config["seeds"]
 SRC = Path(workflow.basedir).parent / "src" / "ascl"
-# Output file of each evaluation a figure can plot (ascl.config.FIGURE_EVALUATIONS).
-FIGURE_INPUT = {
-    "corruptions": "corruptions.csv",
-    "inversion": "inversion.npz",
-    "tsne": "tsne.csv",
-    "landscape_input": "landscape_input.csv",
-    "landscape_weight": "landscape_weight.csv",
-    "strength": "strength.csv",
-}
+# Output file of each evaluation a figure can plot (ascl.evaluations.REGISTRY).
+FIGURE_INPUT = ascl_evaluations.FIGURE_OUTPUTS
 EVAL_DIR = "results/evaluate/{method}/{strategy}/{target}/seed{seed}"
 EVAL_LOG = "logs/evaluate/{method}/{strategy}/{target}/seed{seed}"
 
@@ -283,6 +277,9 @@ JOB_ENV = (
     f"ASCL_EXPERIMENT={shlex.quote(config['tracking']['experiment'])} "
     "OMP_NUM_THREADS={resources.cpus_per_task}"
 )
+# Environment of the report jobs (tables, claims, figures): the experiment whose `paper` run
+# receives their outputs (ascl.tracking.log_paper_outputs).
+PAPER_ENV = f"ASCL_EXPERIMENT={shlex.quote(config['tracking']['experiment'])} "
 # Appended to every job's command: a job killed by a signal (exit status 128 + n in the shell:
 # a segfault in native code, the OOM killer, a SIGKILL) names the signal in its log and on the
 # workflow's stderr; a Python traceback of a native crash is in the log already (faulthandler).

@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,10 +30,7 @@ from ascl import checkpoint
 from ascl.engine import to_float
 from ascl.errors import ParamsError
 from ascl.evaluations.common import (
-    device_of,
-    eval_split,
-    evaluation_run,
-    load_model,
+    evaluation_job,
     write_json,
 )
 from ascl.tracking import file_hash, params_hash
@@ -160,41 +158,31 @@ def _load_state(path: Path, fingerprint: str) -> dict:
 def run_autoattack(
     settings: dict,
     *,
-    model_path: str | Path,
-    data: str | Path,
     out: str | Path,
-    seed: int,
     state_path: str | Path | None = None,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    track: bool = True,
+    **job_args: Any,
 ) -> dict:
-    """RA-AA and SA on the (capped) test split; writes {"ra_aa", "sa", "n_test"} to `out`."""
-    device = device_of(settings)
-    torch.manual_seed(seed)
-    model, state = load_model(model_path, device)
-    x, y, num_classes = eval_split(data, settings, settings["n_test"], device)
-    state_file = Path(state_path) if state_path else default_state_path(out)
-    fingerprint = params_hash(
-        {
-            "settings": settings,
-            "seed": seed,
-            "model": file_hash(model_path),
-            "data": file_hash(data),
-            "n": len(x),
-        }
-    )
-    progress = _load_state(state_file, fingerprint)
-    chunk = settings["chunk_size"]
-    with evaluation_run(
-        "autoattack",
-        settings,
-        state,
-        seed=seed,
-        parent_run_id=parent_run_id,
-        tags=tags,
-        track=track,
-    ) as run:
+    """RA-AA and SA on the (capped) test split; writes {"ra_aa", "sa", "n_test"} to `out`.
+
+    job_args: model_path, data, seed, parent_run_id, tags, track (`evaluation_job`).
+    """
+    with evaluation_job(
+        "autoattack", settings, n_images=settings["n_test"], outputs=(out,), **job_args
+    ) as job:
+        model, x, y, run, seed = job.model, job.x, job.y, job.run, job.seed
+        torch.manual_seed(seed)
+        state_file = Path(state_path) if state_path else default_state_path(out)
+        fingerprint = params_hash(
+            {
+                "settings": settings,
+                "seed": seed,
+                "model": file_hash(job_args["model_path"]),
+                "data": file_hash(job_args["data"]),
+                "n": len(x),
+            }
+        )
+        progress = _load_state(state_file, fingerprint)
+        chunk = settings["chunk_size"]
         for index, start in enumerate(range(0, len(x), chunk)):
             if str(index) in progress["chunks"]:
                 continue
@@ -207,7 +195,7 @@ def run_autoattack(
                 version=settings["version"],
                 batch_size=settings["batch_size"],
                 seed=seed,
-                num_classes=num_classes,
+                num_classes=job.num_classes,
             )
             clean = correct(model, xb, yb, settings["batch_size"])
             progress["chunks"][str(index)] = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,10 +23,7 @@ from torch import Tensor, nn
 
 from ascl.data import FormatError, write_npz_atomic
 from ascl.evaluations.common import (
-    device_of,
-    eval_split,
-    evaluation_run,
-    load_model,
+    evaluation_job,
     safe_metric_name,
     write_json,
 )
@@ -88,31 +86,16 @@ def transfer_accuracies(
 
 
 def run_blackbox_craft(
-    settings: dict,
-    *,
-    model_path: str | Path,
-    data: str | Path,
-    out: str | Path,
-    seed: int,
-    name: str | None = None,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    track: bool = True,
+    settings: dict, *, out: str | Path, name: str | None = None, **job_args: Any
 ) -> dict:
-    """Craft the source model's PGD set on the (capped) test split; write the .npz `out`."""
-    device = device_of(settings)
-    model, state = load_model(model_path, device)
-    x, y, _ = eval_split(data, settings, None, device)
-    name = name or Path(model_path).stem
-    with evaluation_run(
-        "blackbox-craft",
-        settings,
-        state,
-        seed=seed,
-        parent_run_id=parent_run_id,
-        tags={"source": name, **(tags or {})},
-        track=track,
-    ) as run:
+    """Craft the source model's PGD set on the (capped) test split; write the .npz `out`.
+
+    job_args: model_path, data, seed, parent_run_id, tags, track (`evaluation_job`).
+    """
+    name = name or Path(job_args["model_path"]).stem
+    job_args["tags"] = {"source": name, **(job_args.get("tags") or {})}
+    with evaluation_job("blackbox-craft", settings, **job_args) as job:
+        model, x, y, run, seed = job.model, job.x, job.y, job.run, job.seed
         x_adv = craft(model, x, y, settings, seed)
         metrics = {
             "ra_whitebox": accuracy(model, x_adv, y, settings["batch_size"]),
@@ -120,8 +103,8 @@ def run_blackbox_craft(
         }
         meta = {
             "source": name,
-            "model_hash": file_hash(model_path),
-            "data_hash": file_hash(data),
+            "model_hash": file_hash(job_args["model_path"]),
+            "data_hash": file_hash(job_args["data"]),
             "attack": {k: settings[k] for k in ("eps", "alpha", "steps", "random_start")},
             "seed": seed,
             "n": len(x),
@@ -141,37 +124,28 @@ def run_blackbox_craft(
 def run_blackbox_eval(
     settings: dict,
     *,
-    model_path: str | Path,
     sources: dict[str, str | Path],
     out: str | Path,
-    seed: int,
     name: str,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    track: bool = True,
+    **job_args: Any,
 ) -> dict:
-    """Accuracy of the target `model_path` (named `name`) on each source's crafted set; writes
-    {"target": name, "ra": {source: %}} (the target's own source left out) to `out`."""
-    device = device_of(settings)
-    model, state = load_model(model_path, device)
+    """Accuracy of the target model (named `name`) on each source's crafted set; writes
+    {"target": name, "ra": {source: %}} (the target's own source left out) to `out`.
+
+    job_args: model_path, seed, parent_run_id, tags, track (`evaluation_job`; no data set).
+    """
     crafted = {src: load_crafted(path) for src, path in sources.items()}
     labels = [y for _, y, _ in crafted.values()]
     if any(len(y) != len(labels[0]) or not torch.equal(y, labels[0]) for y in labels):
         raise FormatError("blackbox: the crafted sets hold different test images (labels differ)")
-    with evaluation_run(
-        "blackbox",
-        settings,
-        state,
-        seed=seed,
-        parent_run_id=parent_run_id,
-        tags={"target": name, **(tags or {})},
-        track=track,
-    ) as run:
+    job_args["tags"] = {"target": name, **(job_args.get("tags") or {})}
+    with evaluation_job("blackbox", settings, outputs=(out,), **job_args) as job:
+        model, run = job.model, job.run
         ra = transfer_accuracies(
             model,
             crafted,
             target_name=name,
-            target_hash=file_hash(model_path),
+            target_hash=file_hash(job_args["model_path"]),
             batch_size=settings["batch_size"],
         )
         run.log_metrics({safe_metric_name(f"ra_bb/{src}"): v for src, v in ra.items()})

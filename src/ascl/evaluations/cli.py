@@ -19,34 +19,49 @@ settings of that evaluation, `ascl.config.evaluation_settings`), `--seed`, `--pa
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
 from ascl.errors import ParamsError
+from ascl.evaluations import REGISTRY
 
-# command -> settings key (ascl.config.evaluation_settings)
-COMMANDS = {
-    "autoattack": "autoattack",
-    "blackbox-craft": "blackbox",
-    "blackbox-eval": "blackbox",
-    "corruptions": "corruptions",
-    "tsne": "tsne",
-    "inversion": "inversion",
-    "landscape-input": "landscape_input",
-    "landscape-weight": "landscape_weight",
-    "strength": "strength",
+# Extra command-line options of some evaluations (Evaluation.options): option name ->
+# (argparse flags, argparse keywords, job-function keyword).
+OPTIONS = {
+    "state": (
+        ("--state",),
+        {"help": "resume file (default: .<out>.state.json)"},
+        "state_path",
+    ),
+    "name": (
+        ("--name",),
+        {"help": "source name stored in the set (default: file stem)"},
+        "name",
+    ),
+    "target_name": (
+        ("--name",),
+        {"required": True, "help": "the target's name (as a source)"},
+        "name",
+    ),
+    "source": (
+        ("--source",),
+        {
+            "action": "append",
+            "required": True,
+            "metavar": "NAME=NPZ",
+            "help": "crafted set of one source (repeatable)",
+        },
+        "sources",
+    ),
+    "out_csv": (
+        ("--out-csv",),
+        {"required": True, "help": "CSV (corruption, severity, accuracy)"},
+        "out_csv",
+    ),
+    "out_npz": (("--out-npz",), {"required": True, "help": "images (.npz)"}, "out_npz"),
 }
-HELP = {
-    "autoattack": "RA under AutoAttack (standard) and SA (Tables 1, 5)",
-    "blackbox-craft": "craft PGD examples on a source model (Table 2)",
-    "blackbox-eval": "accuracy of a target model on crafted sets of other sources (Table 2)",
-    "corruptions": "accuracy per corruption and severity (Fig. 1, 7)",
-    "tsne": "t-SNE of the penultimate features (Fig. 3)",
-    "inversion": "feature inversion maps (Fig. 2)",
-    "landscape-input": "input loss landscape (Fig. 4)",
-    "landscape-weight": "weight loss landscape (Fig. 5)",
-    "strength": "RA vs PGD steps and radius (Fig. 6)",
-}
+DATA_HELP = {"npz": "prepared data set (.npz)", "dir": "directory of <corruption>.npz files"}
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
@@ -64,8 +79,8 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 
 def add_parsers(sub) -> None:
     """Add the evaluation and figure subcommands to `sub` (argparse subparsers)."""
-    for command in COMMANDS:
-        p = sub.add_parser(command, help=HELP[command])
+    for command, evaluation in REGISTRY.items():
+        p = sub.add_parser(command, help=evaluation.help)
         p.add_argument(
             "--params",
             action="append",
@@ -75,41 +90,17 @@ def add_parsers(sub) -> None:
         p.add_argument("--settings", metavar="JSON", help="resolved settings of this evaluation")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--model", required=True, help="finetuned classifier checkpoint")
-        if command == "corruptions":
-            p.add_argument("--data", required=True, help="directory of <corruption>.npz files")
-        elif command != "blackbox-eval":
-            p.add_argument("--data", required=True, help="prepared data set (.npz)")
-        out_help = {
-            "blackbox-craft": "crafted set (.npz)",
-            "tsne": "CSV (x, y, label)",
-            "inversion": "CSV (seed, seed_kind, component, before, after)",
-            "landscape-input": "CSV (a, b, loss)",
-            "landscape-weight": "CSV (alpha, loss, clean_loss)",
-            "strength": "CSV (kind, value, ra)",
-        }.get(command, "metrics JSON")
-        p.add_argument("--out", required=True, help=out_help + " (written atomically)")
+        if evaluation.data is not None:
+            p.add_argument("--data", required=True, help=DATA_HELP[evaluation.data])
+        p.add_argument("--out", required=True, help=evaluation.out + " (written atomically)")
         p.add_argument("--parent-run-id", help="MLflow parent run id (default: the model's)")
         p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
         p.add_argument(
             "--tag", action="append", default=[], metavar="KEY=VALUE", help="extra MLflow tag"
         )
-        if command == "autoattack":
-            p.add_argument("--state", help="resume file (default: .<out>.state.json)")
-        if command == "blackbox-craft":
-            p.add_argument("--name", help="source name stored in the set (default: file stem)")
-        if command == "blackbox-eval":
-            p.add_argument("--name", required=True, help="the target's name (as a source)")
-            p.add_argument(
-                "--source",
-                action="append",
-                required=True,
-                metavar="NAME=NPZ",
-                help="crafted set of one source (repeatable)",
-            )
-        if command == "corruptions":
-            p.add_argument("--out-csv", required=True, help="CSV (corruption, severity, accuracy)")
-        if command == "inversion":
-            p.add_argument("--out-npz", required=True, help="images (.npz)")
+        for option in evaluation.options:
+            flags, kwargs, _ = OPTIONS[option]
+            p.add_argument(*flags, **kwargs)
 
     from ascl.figures import FIGURES
 
@@ -142,61 +133,46 @@ def run(args: argparse.Namespace) -> dict | str:
         inputs = _pairs(args.input, "--input")
         for path in inputs.values():
             _require(path, "figure input")
-        return str(draw(args.name, inputs, out=args.out, caption=args.caption, title=args.title))
-    key = COMMANDS[args.command]
+        png = draw(args.name, inputs, out=args.out, caption=args.caption, title=args.title)
+        from ascl.tracking import log_paper_outputs
+
+        log_paper_outputs([png], "figures")
+        return str(png)
+    evaluation = REGISTRY[args.command]
     _require(args.model, "model checkpoint")
-    if args.command == "blackbox-eval":
-        sources = _pairs(args.source, "--source")
-        for path in sources.values():
-            _require(path, "crafted set")
-    elif args.command == "corruptions":
+    if evaluation.data == "dir":
         if not Path(args.data).is_dir():
             raise FileNotFoundError(f"corruption directory not found: {args.data}")
-    else:
+    elif evaluation.data == "npz":
         _require(args.data, "data set")
     settings = config.job_settings(
-        args.settings, args.params, lambda p: config.evaluation_settings(p, key)
+        args.settings, args.params, lambda p: config.evaluation_settings(p, evaluation.key)
     )
-    if settings.get("kind") != key:
-        raise config.ParamsError(
+    if settings.get("kind") != evaluation.key:
+        raise ParamsError(
             f"--settings: kind {settings.get('kind')!r} does not fit {args.command} "
-            f"(expected {key!r})"
+            f"(expected {evaluation.key!r})"
         )
-    common = {
+    job_args = {
         "model_path": args.model,
         "seed": args.seed,
         "parent_run_id": args.parent_run_id,
         "tags": config.parse_tags(args.tag),
         "track": not args.no_track,
+        "out": args.out,
     }
-    if args.command == "autoattack":
-        from ascl.evaluations.autoattack import run_autoattack
-
-        return run_autoattack(
-            settings, data=args.data, out=args.out, state_path=args.state, **common
-        )
-    if args.command == "blackbox-craft":
-        from ascl.evaluations.blackbox import run_blackbox_craft
-
-        return run_blackbox_craft(settings, data=args.data, out=args.out, name=args.name, **common)
-    if args.command == "blackbox-eval":
-        from ascl.evaluations.blackbox import run_blackbox_eval
-
-        return run_blackbox_eval(settings, sources=sources, out=args.out, name=args.name, **common)
-    if args.command == "corruptions":
-        from ascl.evaluations.corruptions import run_corruptions
-
-        return run_corruptions(
-            settings, data=args.data, out=args.out, out_csv=args.out_csv, **common
-        )
-    if args.command == "inversion":
-        from ascl.evaluations.inversion import run_inversion
-
-        return run_inversion(settings, data=args.data, out=args.out, out_npz=args.out_npz, **common)
-    import importlib
-
-    module = importlib.import_module(f"ascl.evaluations.{key}")
-    return getattr(module, f"run_{key}")(settings, data=args.data, out=args.out, **common)
+    if evaluation.data is not None:
+        job_args["data"] = args.data
+    for option in evaluation.options:
+        flags, _, kwarg = OPTIONS[option]
+        value = getattr(args, flags[0].lstrip("-").replace("-", "_"))
+        if option == "source":
+            value = _pairs(value, "--source")
+            for path in value.values():
+                _require(path, "crafted set")
+        job_args[kwarg] = value
+    module = importlib.import_module(f"ascl.evaluations.{evaluation.key}")
+    return getattr(module, evaluation.function)(settings, **job_args)
 
 
 def print_result(result: dict | str) -> None:

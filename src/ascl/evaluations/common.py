@@ -14,10 +14,11 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ascl import checkpoint
 from ascl.engine import resolve_device, subset
@@ -83,6 +84,53 @@ def evaluation_run(
     parent = parent_run_id or state.get("run_id") or None
     with Run(name, params=settings, tags=all_tags, parent_run_id=parent, enabled=track) as run:
         yield run
+
+
+@dataclass
+class EvaluationJob:
+    """What one evaluation job works on: the classifier (eval mode, frozen parameters), its
+    checkpoint state, the test images x (N, 3, H, W) uint8 and labels y (N,) on `device` (None
+    for a job without a data set), the number of classes, the job's seed and its MLflow run."""
+
+    model: nn.Module
+    state: dict
+    x: Tensor | None
+    y: Tensor | None
+    num_classes: int | None
+    device: torch.device
+    seed: int
+    run: Run
+
+
+@contextmanager
+def evaluation_job(
+    kind: str,
+    settings: dict,
+    *,
+    model_path: str | Path,
+    seed: int,
+    data: str | Path | None = None,
+    n_images: int | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    track: bool = True,
+    outputs: Sequence[str | Path] = (),
+) -> Iterator[EvaluationJob]:
+    """The scaffold of every evaluation job: load the model on the settings' device, take the
+    test split of `data` (capped by `cap(settings, n_images)`, shared seed-0 subset) and open the
+    MLflow child run of the model's run (or of `parent_run_id`) for `kind`; when the job's body
+    succeeds, its `outputs` files are logged to that run as artifacts."""
+    device = device_of(settings)
+    model, state = load_model(model_path, device)
+    x = y = num_classes = None
+    if data is not None:
+        x, y, num_classes = eval_split(data, settings, n_images, device)
+    with evaluation_run(
+        kind, settings, state, seed=seed, parent_run_id=parent_run_id, tags=tags, track=track
+    ) as run:
+        yield EvaluationJob(model, state, x, y, num_classes, device, seed, run)
+        for path in outputs:
+            run.log_artifact(path)
 
 
 def write_json(path: str | Path, obj: dict) -> None:

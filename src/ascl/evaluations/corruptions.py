@@ -12,6 +12,7 @@ corruptions and severities, "n_test": images per severity}.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -19,9 +20,7 @@ from ascl.data import CIFAR10C_CORRUPTIONS, FormatError, load_corrupted
 from ascl.engine import subset
 from ascl.evaluations.common import (
     cap,
-    device_of,
-    evaluation_run,
-    load_model,
+    evaluation_job,
     write_csv,
     write_json,
 )
@@ -99,29 +98,19 @@ def corruption_rows(
 def run_corruptions(
     settings: dict,
     *,
-    model_path: str | Path,
     data: str | Path,
     out: str | Path,
     out_csv: str | Path,
-    seed: int,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    track: bool = True,
+    **job_args: Any,
 ) -> dict:
     """Accuracy per corruption and severity of the directory `data`; writes `out_csv` and the
-    summary JSON `out`."""
-    device = device_of(settings)
-    model, state = load_model(model_path, device)
+    summary JSON `out`.
+
+    job_args: model_path, seed, parent_run_id, tags, track (`evaluation_job`).
+    """
     corruptions = settings.get("names") or list(CIFAR10C_CORRUPTIONS)
-    with evaluation_run(
-        "corruptions",
-        settings,
-        state,
-        seed=seed,
-        parent_run_id=parent_run_id,
-        tags=tags,
-        track=track,
-    ) as run:
+    with evaluation_job("corruptions", settings, outputs=(out, out_csv), **job_args) as job:
+        model, run = job.model, job.run
         rows, n = corruption_rows(
             model,
             data,

@@ -15,6 +15,7 @@ before, after) of g_i at the seed and at the result.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,10 +25,7 @@ from ascl.data import write_npz_atomic
 from ascl.engine import to_float
 from ascl.errors import ParamsError
 from ascl.evaluations.common import (
-    device_of,
-    eval_split,
-    evaluation_run,
-    load_model,
+    evaluation_job,
     write_csv,
 )
 
@@ -83,35 +81,22 @@ def seed_inputs(
     return seeds, labels, ["image"] * len(idx) + ["noise"] * n_noise
 
 
-def run_inversion(
-    settings: dict,
-    *,
-    model_path: str | Path,
-    data: str | Path,
-    out: str | Path,
-    out_npz: str | Path,
-    seed: int,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    track: bool = True,
-) -> dict:
-    """Write the inversion images (`out_npz`) and the before/after CSV (`out`)."""
+def run_inversion(settings: dict, *, out: str | Path, out_npz: str | Path, **job_args: Any) -> dict:
+    """Write the inversion images (`out_npz`) and the before/after CSV (`out`).
 
-    device = device_of(settings)
-    model, state = load_model(model_path, device)
-    x, y, _ = eval_split(data, settings, None, device)
-    components = list(settings["components"])
-    dim = model.encoder.out_dim
-    if any(c >= dim for c in components):
-        raise ParamsError(
-            f"inversion.components: {max(components)} out of range for a {dim}-d representation"
+    job_args: model_path, data, seed, parent_run_id, tags, track (`evaluation_job`).
+    """
+    with evaluation_job("inversion", settings, outputs=(out, out_npz), **job_args) as job:
+        model, x, y, run, seed = job.model, job.x, job.y, job.run, job.seed
+        components = list(settings["components"])
+        dim = model.encoder.out_dim
+        if any(c >= dim for c in components):
+            raise ParamsError(
+                f"inversion.components: {max(components)} out of range for a {dim}-d representation"
+            )
+        seeds, labels, kinds = seed_inputs(
+            x, y, n_seeds=settings["n_seeds"], n_noise=settings["n_noise"], seed=seed
         )
-    seeds, labels, kinds = seed_inputs(
-        x, y, n_seeds=settings["n_seeds"], n_noise=settings["n_noise"], seed=seed
-    )
-    with evaluation_run(
-        "inversion", settings, state, seed=seed, parent_run_id=parent_run_id, tags=tags, track=track
-    ) as run:
         images, rows = [], []
         for component in components:
             best, before, after = invert(

@@ -11,6 +11,7 @@ plain test loss. The model is in eval mode. Output CSV: a, b (1/255 units), loss
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +19,8 @@ from torch import Tensor, nn
 
 from ascl.engine import to_float
 from ascl.evaluations.common import (
-    device_of,
-    eval_split,
-    evaluation_run,
+    evaluation_job,
     grid,
-    load_model,
     write_csv,
 )
 from ascl.metrics import mean_loss
@@ -61,32 +59,17 @@ def input_landscape(
     return rows
 
 
-def run_landscape_input(
-    settings: dict,
-    *,
-    model_path: str | Path,
-    data: str | Path,
-    out: str | Path,
-    seed: int,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    track: bool = True,
-) -> dict:
-    """Write the input-landscape CSV (a, b, loss) to `out`."""
-    device = device_of(settings)
-    model, state = load_model(model_path, device)
-    x, y, _ = eval_split(data, settings, settings["n_images"], device)
-    x = to_float(x)
-    coords = grid(settings["radius"], settings["points"])
-    with evaluation_run(
-        "landscape_input",
-        settings,
-        state,
-        seed=seed,
-        parent_run_id=parent_run_id,
-        tags=tags,
-        track=track,
-    ) as run:
+def run_landscape_input(settings: dict, *, out: str | Path, **job_args: Any) -> dict:
+    """Write the input-landscape CSV (a, b, loss) to `out`.
+
+    job_args: model_path, data, seed, parent_run_id, tags, track (`evaluation_job`).
+    """
+    with evaluation_job(
+        "landscape_input", settings, n_images=settings["n_images"], outputs=(out,), **job_args
+    ) as job:
+        model, x, y, run, seed = job.model, job.x, job.y, job.run, job.seed
+        x = to_float(x)
+        coords = grid(settings["radius"], settings["points"])
         d1, d2 = directions(model, x, y, torch.Generator().manual_seed(seed))
         rows = input_landscape(
             model,

@@ -21,16 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ascl.engine import to_float
 from ascl.evaluations.common import (
-    device_of,
-    eval_split,
-    evaluation_run,
+    evaluation_job,
     grid,
-    load_model,
     write_csv,
 )
 from ascl.metrics import mean_loss, pgd_examples
@@ -91,40 +90,23 @@ def adversarial_loss(
     return mean_loss(model, x_adv, y, batch_size)
 
 
-def run_landscape_weight(
-    settings: dict,
-    *,
-    model_path: str | Path,
-    data: str | Path,
-    out: str | Path,
-    seed: int,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    track: bool = True,
-) -> dict:
-    """Write the weight-landscape CSV (alpha, loss, clean_loss) to `out`."""
-    from ascl.engine import to_float
+def run_landscape_weight(settings: dict, *, out: str | Path, **job_args: Any) -> dict:
+    """Write the weight-landscape CSV (alpha, loss, clean_loss) to `out`.
 
-    device = device_of(settings)
-    model, state = load_model(model_path, device)
-    x, y, _ = eval_split(data, settings, settings["n_images"], device)
-    bs = settings["batch_size"]
-    alphas = grid(settings["radius"], settings["points"])
-    direction = filter_normalized_direction(model, torch.Generator().manual_seed(seed))
+    job_args: model_path, data, seed, parent_run_id, tags, track (`evaluation_job`).
+    """
+    with evaluation_job(
+        "landscape_weight", settings, n_images=settings["n_images"], outputs=(out,), **job_args
+    ) as job:
+        model, x, y, run, seed = job.model, job.x, job.y, job.run, job.seed
+        bs = settings["batch_size"]
+        alphas = grid(settings["radius"], settings["points"])
+        direction = filter_normalized_direction(model, torch.Generator().manual_seed(seed))
 
-    def losses() -> tuple[float, float]:
-        adv = adversarial_loss(model, x, y, settings["attack"], bs, seed)
-        return adv, mean_loss(model, to_float(x), y, bs)
+        def losses() -> tuple[float, float]:
+            adv = adversarial_loss(model, x, y, settings["attack"], bs, seed)
+            return adv, mean_loss(model, to_float(x), y, bs)
 
-    with evaluation_run(
-        "landscape_weight",
-        settings,
-        state,
-        seed=seed,
-        parent_run_id=parent_run_id,
-        tags=tags,
-        track=track,
-    ) as run:
         values = weight_landscape(model, direction, alphas, losses)
         rows = [(a, adv, clean) for a, (adv, clean) in zip(alphas, values, strict=True)]
         center = min(rows, key=lambda r: abs(r[0]))

@@ -1,6 +1,6 @@
 """Robust accuracy against attacks of growing strength (Fig. 6).
 
-Two sweeps of the l∞ PGD-CE attack of the white-box evaluation (`ascl.evaluate`), model in
+Two sweeps of the l∞ PGD-CE attack of the white-box evaluation (`ascl.evaluations.pgd`), model in
 eval mode: RA vs the number of PGD steps (`steps`, 0..100) at ε = `eps`/255, and RA vs the
 radius (`eps_grid`, 0..32 in 1/255 units) at `fixed_steps` steps; step size `alpha`/255 in both.
 The random start is off by default, so that 0 steps and ε = 0 are exactly the clean accuracy
@@ -13,6 +13,7 @@ Output CSV: kind ("steps" | "eps"), value (steps, or ε in 1/255 units), ra (%).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,10 +21,7 @@ from torch import Tensor, nn
 from ascl.attacks import pgd
 from ascl.engine import to_float
 from ascl.evaluations.common import (
-    device_of,
-    eval_split,
-    evaluation_run,
-    load_model,
+    evaluation_job,
     write_csv,
 )
 from ascl.losses import cross_entropy_loss
@@ -145,24 +143,13 @@ def strength_rows(model: nn.Module, x: Tensor, y: Tensor, settings: dict, seed: 
     return rows
 
 
-def run_strength(
-    settings: dict,
-    *,
-    model_path: str | Path,
-    data: str | Path,
-    out: str | Path,
-    seed: int,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    track: bool = True,
-) -> dict:
-    """Write the attack-strength CSV (kind, value, ra) to `out`."""
-    device = device_of(settings)
-    model, state = load_model(model_path, device)
-    x, y, _ = eval_split(data, settings, None, device)
-    with evaluation_run(
-        "strength", settings, state, seed=seed, parent_run_id=parent_run_id, tags=tags, track=track
-    ) as run:
+def run_strength(settings: dict, *, out: str | Path, **job_args: Any) -> dict:
+    """Write the attack-strength CSV (kind, value, ra) to `out`.
+
+    job_args: model_path, data, seed, parent_run_id, tags, track (`evaluation_job`).
+    """
+    with evaluation_job("strength", settings, outputs=(out,), **job_args) as job:
+        model, x, y, run, seed = job.model, job.x, job.y, job.run, job.seed
         rows = strength_rows(model, x, y, settings, seed)
         for kind, value, ra in rows:
             run.log_metrics({f"strength/ra_vs_{kind}": ra}, step=int(round(value)))

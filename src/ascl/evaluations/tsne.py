@@ -11,6 +11,7 @@ Output CSV: one row per image, columns x, y, label.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,10 +19,7 @@ from torch import Tensor, nn
 
 from ascl.engine import to_float
 from ascl.evaluations.common import (
-    device_of,
-    eval_split,
-    evaluation_run,
-    load_model,
+    evaluation_job,
     write_csv,
 )
 
@@ -55,24 +53,15 @@ def embed(feats: np.ndarray, *, perplexity: float, seed: int) -> tuple[np.ndarra
     return points, float(tsne.kl_divergence_)
 
 
-def run_tsne(
-    settings: dict,
-    *,
-    model_path: str | Path,
-    data: str | Path,
-    out: str | Path,
-    seed: int,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    track: bool = True,
-) -> dict:
-    """Write the t-SNE CSV (x, y, label) of the model's features to `out`."""
-    device = device_of(settings)
-    model, state = load_model(model_path, device)
-    x, y, _ = eval_split(data, settings, settings["n_samples"], device)
-    with evaluation_run(
-        "tsne", settings, state, seed=seed, parent_run_id=parent_run_id, tags=tags, track=track
-    ) as run:
+def run_tsne(settings: dict, *, out: str | Path, **job_args: Any) -> dict:
+    """Write the t-SNE CSV (x, y, label) of the model's features to `out`.
+
+    job_args: model_path, data, seed, parent_run_id, tags, track (`evaluation_job`).
+    """
+    with evaluation_job(
+        "tsne", settings, n_images=settings["n_samples"], outputs=(out,), **job_args
+    ) as job:
+        model, x, y, run, seed = job.model, job.x, job.y, job.run, job.seed
         points, kl = embed(
             features(model, x, settings["batch_size"]),
             perplexity=settings["perplexity"],

@@ -1,0 +1,262 @@
+"""MLflow run lifecycle of the jobs: a killed training job's rerun continues its own run (the
+run id is kept with the checkpoints), a run left RUNNING by a killed job is ended KILLED when the
+job starts again, training runs tag the artifact they wrote (path, md5 as DVC records it),
+evaluation runs log their outputs, and report outputs land in one `paper` run. Checked on the
+SQLite store and against a real `mlflow server` process, reading back through the client."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ascl import config
+from ascl.tracking import PAPER_RUN, Run, job_run, log_paper_outputs, tracking_uri
+
+# A job process that opens its run and is then killed with SIGKILL (no cleanup runs).
+KILLED_JOB = textwrap.dedent(
+    """
+    import os, signal, sys
+    from ascl.tracking import Run, job_run
+    name, experiment, ckpt_dir, parent = sys.argv[1:5]
+    os.environ["ASCL_EXPERIMENT"] = experiment
+    if ckpt_dir != "-":
+        ctx = job_run(name, params={"a": 1}, tags={"params_hash": "h1"}, ckpt_dir=ckpt_dir)
+    else:
+        ctx = Run(name, params={"a": 1}, tags={"params_hash": "h1", "wildcards": "w=1"},
+                  parent_run_id=parent, experiment=experiment)
+    with ctx as run:
+        print(run.run_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def _killed_job(uri: str, name: str, experiment: str, ckpt_dir: str = "-", parent: str = "-"):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    p = subprocess.run(
+        [sys.executable, "-c", KILLED_JOB, name, experiment, ckpt_dir, parent],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    return p.stdout.strip().splitlines()[-1]
+
+
+def _runs_named(client: MlflowClient, experiment: str, name: str):
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], f"tags.mlflow.runName = '{name}'")
+
+
+def check_killed_training_job_continues_its_run(uri, tmp_path, experiment):
+    ckpt = tmp_path / f"ckpt-{experiment}"
+    first = _killed_job(uri, "pretrain/ascl/seed0", experiment, str(ckpt))
+    client = MlflowClient(uri)
+    assert client.get_run(first).info.status == "RUNNING"  # what SIGKILL leaves behind
+    with job_run(
+        "pretrain/ascl/seed0",
+        params={"a": 1},
+        tags={"params_hash": "h1"},
+        ckpt_dir=ckpt,
+        run_id_out=tmp_path / "run_id.txt",
+    ) as run:
+        pass
+    assert run.run_id == first
+    assert (tmp_path / "run_id.txt").read_text().strip() == first
+    assert client.get_run(first).info.status == "FINISHED"
+    assert [r.info.run_id for r in _runs_named(client, experiment, "pretrain/ascl/seed0")] == [
+        first
+    ]
+
+
+def check_stale_run_of_a_killed_job_is_ended_killed(uri, experiment):
+    with Run("finetune/LAF/seed0", experiment=experiment) as parent:
+        pass
+    stale = _killed_job(uri, "evaluate/pgd/seed0", experiment, parent=parent.run_id)
+    with Run(
+        "evaluate/pgd/seed0",
+        tags={"params_hash": "h1", "wildcards": "w=1"},
+        parent_run_id=parent.run_id,
+        experiment=experiment,
+    ) as rerun:
+        pass
+    client = MlflowClient(uri)
+    assert client.get_run(stale).info.status == "KILLED"
+    assert client.get_run(rerun.run_id).info.status == "FINISHED"
+    # another job's RUNNING run (other wildcards) is left alone
+    other = _killed_job(uri, "evaluate/pgd/seed1", experiment, parent=parent.run_id)
+    with Run(
+        "evaluate/pgd/seed0",
+        tags={"params_hash": "h1", "wildcards": "w=1"},
+        parent_run_id=parent.run_id,
+        experiment=experiment,
+    ):
+        pass
+    assert client.get_run(other).info.status == "RUNNING"
+
+
+def check_paper_outputs_go_to_one_paper_run(uri, tmp_path, experiment, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("ASCL_EXPERIMENT", experiment)
+    table = tmp_path / "table1.md"
+    table.write_text("| a |\n")
+    fig = tmp_path / "fig1.png"
+    fig.write_bytes(b"\x89PNG")
+    log_paper_outputs([table], "tables")
+    log_paper_outputs([fig], "figures")
+    client = MlflowClient(uri)
+    (paper,) = _runs_named(client, experiment, PAPER_RUN)
+    assert [a.path for a in client.list_artifacts(paper.info.run_id, "tables")] == [
+        "tables/table1.md"
+    ]
+    assert [a.path for a in client.list_artifacts(paper.info.run_id, "figures")] == [
+        "figures/fig1.png"
+    ]
+
+
+def test_killed_training_job_continues_its_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri())
+    monkeypatch.setenv("ASCL_EXPERIMENT", "resume-sqlite")
+    check_killed_training_job_continues_its_run(tracking_uri(), tmp_path, "resume-sqlite")
+
+
+def test_stale_run_of_a_killed_job_is_ended_killed(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri())
+    check_stale_run_of_a_killed_job_is_ended_killed(tracking_uri(), "stale-sqlite")
+
+
+def test_paper_outputs_go_to_one_paper_run(tmp_path, monkeypatch):
+    check_paper_outputs_go_to_one_paper_run(tracking_uri(), tmp_path, "paper-sqlite", monkeypatch)
+
+
+def test_report_commands_by_hand_log_nothing(tmp_path, monkeypatch):
+    """Without ASCL_EXPERIMENT (a command run by hand) no paper run is made."""
+    monkeypatch.delenv("ASCL_EXPERIMENT", raising=False)
+    client = MlflowClient(tracking_uri())
+
+    def paper_runs() -> int:
+        ids = [e.experiment_id for e in client.search_experiments()]
+        return len(client.search_runs(ids, f"tags.mlflow.runName = '{PAPER_RUN}'")) if ids else 0
+
+    before = paper_runs()
+    (tmp_path / "t.md").write_text("x\n")
+    log_paper_outputs([tmp_path / "t.md"], "tables")
+    assert paper_runs() == before
+
+
+def test_jobs_tag_and_log_what_they_wrote(tiny_params, toy_data, tmp_path, monkeypatch):
+    """pretrain and finetune runs carry artifact.path / artifact.md5 of their checkpoint; the
+    PGD evaluation run holds its metrics JSON as an artifact."""
+    from ascl.evaluations.pgd import run_pgd
+    from ascl.finetune import run_finetune
+    from ascl.pretrain import run_pretrain
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASCL_EXPERIMENT", "artifacts")
+    enc, clf, met = tmp_path / "enc.pt", tmp_path / "clf.pt", tmp_path / "pgd.json"
+    p = config.deep_merge(tiny_params, {"pretrain": {"epochs": 1}})
+    run_pretrain(
+        config.pretrain_settings(p, "ascl"), data=toy_data, out=enc, seed=0, run_id_out="pre.txt"
+    )
+    run_finetune(
+        config.finetune_settings(p, "LSF"),
+        encoder=enc,
+        data=toy_data,
+        out=clf,
+        seed=0,
+        run_id_out="ft.txt",
+    )
+    run_pgd(config.evaluate_settings(p), model_path=clf, data=toy_data, out=met, seed=0)
+    client = MlflowClient(tracking_uri())
+    for id_file, path in (("pre.txt", enc), ("ft.txt", clf)):
+        tags = client.get_run(Path(id_file).read_text().strip()).data.tags
+        assert tags["artifact.path"] == path.name
+        assert tags["artifact.md5"] == hashlib.md5(path.read_bytes()).hexdigest()
+    ft_id = Path("ft.txt").read_text().strip()
+    exp = client.get_run(ft_id).info.experiment_id
+    (pgd_run,) = client.search_runs([exp], f"tags.mlflow.parentRunId = '{ft_id}'")
+    assert [a.path for a in client.list_artifacts(pgd_run.info.run_id)] == ["pgd.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The same against a real tracking server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            mlflow,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            (root / "artifacts").as_uri(),
+        ],
+        stdout=open(root / "server.log", "w"),  # noqa: SIM115 - open for the server's lifetime
+        stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(
+                "mlflow server did not start:\n" + (root / "server.log").read_text()[-3000:]
+            )
+        time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_server_killed_training_job_continues_its_run(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("ASCL_EXPERIMENT", "resume-server")
+    check_killed_training_job_continues_its_run(mlflow_server, tmp_path, "resume-server")
+
+
+def test_server_stale_run_of_a_killed_job_is_ended_killed(mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    check_stale_run_of_a_killed_job_is_ended_killed(mlflow_server, "stale-server")
+
+
+def test_server_paper_outputs_go_to_one_paper_run(mlflow_server, tmp_path, monkeypatch):
+    check_paper_outputs_go_to_one_paper_run(mlflow_server, tmp_path, "paper-server", monkeypatch)
