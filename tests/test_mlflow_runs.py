@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from ascl import config
 from ascl.tracking import PAPER_RUN, Run, job_run, log_paper_outputs, tracking_uri
+
+# `mlflow server` on a loopback port with a SQLite backend (module-scoped fixture)
+from .test_faults import mlflow_server  # noqa: F401
 
 # A job process that opens its run and is then killed with SIGKILL (no cleanup runs).
 KILLED_JOB = textwrap.dedent(
@@ -192,71 +190,19 @@ def test_jobs_tag_and_log_what_they_wrote(tiny_params, toy_data, tmp_path, monke
 
 
 # ---------------------------------------------------------------------------------------------
-# The same against a real tracking server
+# The same against a real tracking server (the `mlflow_server` fixture of test_faults)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            mlflow,
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            (root / "artifacts").as_uri(),
-        ],
-        stdout=open(root / "server.log", "w"),  # noqa: SIM115 - open for the server's lifetime
-        stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(
-                "mlflow server did not start:\n" + (root / "server.log").read_text()[-3000:]
-            )
-        time.sleep(0.5)
-    yield uri
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def test_server_killed_training_job_continues_its_run(mlflow_server, tmp_path, monkeypatch):
+def test_server_killed_training_job_continues_its_run(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("ASCL_EXPERIMENT", "resume-server")
     check_killed_training_job_continues_its_run(mlflow_server, tmp_path, "resume-server")
 
 
-def test_server_stale_run_of_a_killed_job_is_ended_killed(mlflow_server, monkeypatch):
+def test_server_stale_run_of_a_killed_job_is_ended_killed(mlflow_server, monkeypatch):  # noqa: F811
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     check_stale_run_of_a_killed_job_is_ended_killed(mlflow_server, "stale-server")
 
 
-def test_server_paper_outputs_go_to_one_paper_run(mlflow_server, tmp_path, monkeypatch):
+def test_server_paper_outputs_go_to_one_paper_run(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
     check_paper_outputs_go_to_one_paper_run(mlflow_server, tmp_path, "paper-server", monkeypatch)
