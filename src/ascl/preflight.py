@@ -58,7 +58,7 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _time_steps(step, model, params, batch, n_steps, device) -> tuple[float, float]:
+def _time_steps(step, params, batch, n_steps, device) -> tuple[float, float]:
     """(seconds per optimiser step, FLOPs per step) of `step` on a synthetic batch."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -90,6 +90,21 @@ def _time_steps(step, model, params, batch, n_steps, device) -> tuple[float, flo
 
 def batch_labels(batch: int, device: torch.device) -> torch.Tensor:
     return (torch.arange(batch) % 10).to(device)
+
+
+def _row(kind, name, n_jobs, seconds, batch, flops, device, job_h) -> Row:
+    """A table row from one kind's measured step time and projected hours of one job."""
+    return Row(
+        kind,
+        name,
+        n_jobs,
+        seconds,
+        batch / seconds,
+        _peak_memory_gb(device),
+        _mfu(flops, seconds, device),
+        job_h,
+        job_h * n_jobs,
+    )
 
 
 def _mfu(flops: float, step_s: float, device: torch.device) -> float | None:
@@ -149,33 +164,18 @@ def preflight(
             def step(x, y, g, _inner=step, _k=k):
                 return _inner(x, torch.stack([y % 2] * _k, 1), g)
 
-        seconds, flops = _time_steps(step, model, list(model.parameters()), batch, n_steps, device)
+        seconds, flops = _time_steps(step, list(model.parameters()), batch, n_steps, device)
         full_step = seconds * scale(train["batch_size"])
         steps_per_epoch = math.ceil(n_train / train["batch_size"])
         job_h = train["epochs"] * steps_per_epoch * full_step / 3600
-        rows.append(
-            Row(
-                "pretrain",
-                method,
-                seeds,
-                seconds,
-                batch / seconds,
-                _peak_memory_gb(device),
-                _mfu(flops, seconds, device),
-                job_h,
-                job_h * seeds,
-            )
-        )
+        rows.append(_row("pretrain", method, seeds, seconds, batch, flops, device, job_h))
     jobs = config.finetune_jobs(params)
     for strategy in sorted({s for _, s, _ in jobs}):
         settings = config.finetune_settings(params, strategy)
         n_jobs = sum(1 for _, s, _ in jobs if s == strategy) * seeds
         encoder = build_pretrain_net(config.pretrain_settings(params, "ascl"), 10).encoder
-        model = Classifier(encoder, 10, params["model"]["eval_branch"])
         linear = settings["params"] == "linear"
-        if linear:
-            for p in model.encoder.parameters():
-                p.requires_grad_(False)
+        model = finetune.build_classifier(encoder, 10, params["model"]["eval_branch"], linear)
         model = place_model(model, device, settings.get("memory_format", "auto"))
         model.train()
         if linear:
@@ -183,23 +183,11 @@ def preflight(
         batch = min(cpu_batch, settings["batch_size"]) if reduced else settings["batch_size"]
         trainable = [p for p in model.parameters() if p.requires_grad]
         seconds, flops = _time_steps(
-            finetune.make_step(settings, model), model, trainable, batch, n_steps, device
+            finetune.make_step(settings, model), trainable, batch, n_steps, device
         )
         full_step = seconds * scale(settings["batch_size"])
         job_h = settings["epochs"] * math.ceil(n_train / settings["batch_size"]) * full_step / 3600
-        rows.append(
-            Row(
-                "finetune",
-                strategy,
-                n_jobs,
-                seconds,
-                batch / seconds,
-                _peak_memory_gb(device),
-                _mfu(flops, seconds, device),
-                job_h,
-                job_h * n_jobs,
-            )
-        )
+        rows.append(_row("finetune", strategy, n_jobs, seconds, batch, flops, device, job_h))
     ev = config.evaluate_settings(params)
     encoder = build_pretrain_net(config.pretrain_settings(params, "ascl"), 10).encoder
     model = Classifier(encoder, 10, params["model"]["eval_branch"])
@@ -225,19 +213,7 @@ def preflight(
     full_batch_s = seconds * scale(ev["batch_size"])
     job_h = len(pgd["eps"]) * math.ceil(n_test / ev["batch_size"]) * full_batch_s / 3600
     n_jobs = len(jobs) * seeds
-    rows.append(
-        Row(
-            "evaluate",
-            f"PGD-{pgd['steps']}",
-            n_jobs,
-            seconds,
-            batch / seconds,
-            _peak_memory_gb(device),
-            None,
-            job_h,
-            job_h * n_jobs,
-        )
-    )
+    rows.append(_row("evaluate", f"PGD-{pgd['steps']}", n_jobs, seconds, batch, 0.0, device, job_h))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     if reduced:
         note = (
