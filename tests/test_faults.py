@@ -54,7 +54,7 @@ import pytest
 import torch
 import yaml
 
-from ascl import checkpoint, config
+from ascl import checkpoint, config, local_server
 from ascl.data import ArchiveError, DownloadError, load_dataset, prepare_dataset
 from ascl.data import download as download_mod
 
@@ -752,26 +752,8 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115 (closed in teardown)
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        start_new_session=True,
+    proc = local_server.launch(
+        f"sqlite:///{root / 'server.db'}", str(root / "artifacts"), port, cwd=root, log=log
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -865,22 +847,24 @@ def test_experiment_created_concurrently_by_another_job(mlflow_server, monkeypat
     experiment hit this about every second run)."""
     from mlflow.tracking import MlflowClient
 
+    from ascl.mlflow_stores import RestStore
     from ascl.tracking import Run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     experiment = "created-concurrently"
-    real_get = MlflowClient.get_experiment_by_name
+    real_lookup = RestStore.experiment_id
     calls = []
 
-    def get_then_lose_the_race(self, name):
+    def lookup_then_lose_the_race(self, name):
         calls.append(name)
         if len(calls) == 1:  # the other job creates it right after our lookup
             MlflowClient(mlflow_server).create_experiment(name)
             return None
-        return real_get(self, name)
+        return real_lookup(self, name)
 
-    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", get_then_lose_the_race)
+    monkeypatch.setattr(RestStore, "experiment_id", lookup_then_lose_the_race)
     with Run("late", experiment=experiment) as run:
         run.log_metrics({"m": 1.0}, step=0)
-    exp = real_get(MlflowClient(mlflow_server), experiment)
+    assert len(calls) == 2  # looked up, lost the race on create, looked up again
+    exp = MlflowClient(mlflow_server).get_experiment_by_name(experiment)
     assert MlflowClient(mlflow_server).get_run(run.run_id).info.experiment_id == exp.experiment_id

@@ -206,3 +206,71 @@ def test_server_stale_run_of_a_killed_job_is_ended_killed(mlflow_server, monkeyp
 
 def test_server_paper_outputs_go_to_one_paper_run(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
     check_paper_outputs_go_to_one_paper_run(mlflow_server, tmp_path, "paper-server", monkeypatch)
+
+
+def test_server_through_mlflows_own_client(mlflow_server, monkeypatch):  # noqa: F811
+    """`ASCL_MLFLOW_CLIENT=mlflow` (and TLS settings) switch jobs to MLflow's client: same
+    lifecycle."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("ASCL_MLFLOW_CLIENT", "mlflow")
+    check_stale_run_of_a_killed_job_is_ended_killed(mlflow_server, "stale-server-mlflow-client")
+
+
+def test_rest_store_writes_what_mlflow_reads_back(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
+    """Everything a job logs over the REST API arrives as MLflow's own client reads it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    out = tmp_path / "metrics.json"
+    out.write_text('{"sa": 50.0}\n')
+    with Run("rest/parent", experiment="rest") as parent:
+        pass
+    with Run(
+        "rest/child",
+        params={"train": {"lr": 0.1, "milestones": [0.5, 0.75]}, "name": "x" * 7000},
+        tags={"stage": "evaluate"},
+        parent_run_id=parent.run_id,
+        experiment="rest",
+    ) as run:
+        run.log_metrics({"acc": 0.5, "loss": 2.0}, step=1)
+        run.log_metrics({"acc": 0.75}, step=2)
+        run.log_artifact(out, "outputs")
+        run.tag_output(out)
+    client = MlflowClient(mlflow_server)
+    got = client.get_run(run.run_id)
+    assert got.info.status == "FINISHED" and got.info.end_time >= got.info.start_time
+    assert got.data.params == {
+        "train.lr": "0.1",
+        "train.milestones": "[0.5, 0.75]",
+        "name": "x" * 6000,
+    }
+    tags = got.data.tags
+    assert tags["stage"] == "evaluate" and tags["mlflow.parentRunId"] == parent.run_id
+    assert tags["mlflow.runName"] == "rest/child" and got.info.run_name == "rest/child"
+    assert tags["artifact.md5"] == hashlib.md5(out.read_bytes()).hexdigest()
+    history = [(m.step, m.value) for m in client.get_metric_history(run.run_id, "acc")]
+    assert history == [(1, 0.5), (2, 0.75)]
+    assert [a.path for a in client.list_artifacts(run.run_id, "outputs")] == [
+        "outputs/metrics.json"
+    ]
+    local = client.download_artifacts(run.run_id, "outputs/metrics.json", str(tmp_path / "dl"))
+    assert Path(local).read_text() == out.read_text()
+    try:
+        with Run("rest/crash", experiment="rest") as crashed:
+            raise ValueError("bad batch")
+    except ValueError:
+        pass
+    got = client.get_run(crashed.run_id)
+    assert got.info.status == "FAILED" and "bad batch" in got.data.tags["error"]
+
+
+def test_job_on_a_server_does_not_import_mlflow(mlflow_server):  # noqa: F811
+    """The point of the REST store: a job logging to a server never imports MLflow."""
+    code = (
+        "import sys\nfrom ascl.tracking import Run\n"
+        "with Run('no-import', params={'a': 1}, experiment='rest') as run:\n"
+        "    run.log_metrics({'m': 1.0}, step=1)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'sqlalchemy')))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "[]"

@@ -61,6 +61,7 @@ def snakemake(
     if smoke:
         cmd += ["--configfile", str(workdir / "config" / "smoke.yaml")]
     full_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
     return subprocess.run(
         ["timeout", "-s", "KILL", str(timeout), *cmd, *args],
         capture_output=True,
@@ -171,11 +172,14 @@ def test_bad_params_stop_before_any_job(tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """The whole smoke DAG, run once for the tests below."""
+    """The whole smoke DAG, run once for the tests below, as `make smoke` runs it: no tracking
+    URI set, so the run logs through its own MLflow server over the default store."""
     wd = workdir_with(tmp_path_factory.mktemp("smoke"))
     uri = f"sqlite:///{wd / 'mlflow.db'}"
-    proc = snakemake(wd, "--cores", "2", "--resources", "gpu=2", env={"MLFLOW_TRACKING_URI": uri})
+    proc = snakemake(wd, "--cores", "2", "--resources", "gpu=2", env={"MLFLOW_TRACKING_URI": None})
     assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "MLflow server of this run: http://127.0.0.1:" in proc.stderr
+    assert not (wd / ".snakemake" / "ascl-mlflow-server.json").exists()  # stopped
     return wd, uri
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ascl.errors import CheckpointError  # noqa: F401 - raised here, re-exported
+from ascl.timing import timed
 
 if TYPE_CHECKING:  # torch is imported where it is used: the workflow imports this module
     import torch  # only for its atomic writes, and torch takes seconds to import
@@ -63,6 +64,7 @@ def save(obj: Any, path: str | Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+@timed("inputs")
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """torch.load with weights_only=True; errors name the file."""
     import torch

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import importlib
 import json
 import sys
 from pathlib import Path
 
+from ascl import timing
 from ascl.errors import ParamsError, is_user_error
 
 
@@ -367,10 +369,37 @@ COMMANDS = {
 }
 
 
+# The module each command runs, imported first so that the job's log can tell import time
+# from work (`ascl.timing`); the evaluations' modules are `ascl.evaluations.<key>`.
+COMMAND_MODULES = {
+    "download": "ascl.data",
+    "table": "ascl.report",
+    "claims": "ascl.claims",
+    "summary": "ascl.report",
+    "pretrain": "ascl.pretrain",
+    "pseudo-labels": "ascl.pseudo_labels",
+    "finetune": "ascl.finetune",
+    "evaluate": "ascl.evaluations.pgd",
+    "figure": "ascl.figures",
+}
+
+
+def _command_module(command: str) -> str | None:
+    from ascl.evaluations import REGISTRY
+
+    if command in REGISTRY:
+        return f"ascl.evaluations.{REGISTRY[command].key}"
+    return COMMAND_MODULES.get(command)
+
+
 def run(args: argparse.Namespace) -> None:
     """Run one command: a job, a data set, a table, the claims, or an evaluation / figure."""
     from ascl.evaluations import REGISTRY as EVALUATION_COMMANDS
 
+    module = _command_module(args.command)
+    if module is not None:
+        with timing.phase("imports"):
+            importlib.import_module(module)
     if args.command in COMMANDS:
         COMMANDS[args.command](args)
     elif args.command in EVALUATION_COMMANDS or args.command == "figure":
@@ -389,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         # (no real stderr file, as in an embedding host: nothing to write to)
         with contextlib.suppress(AttributeError, ValueError):
             faulthandler.enable(file=sys.__stderr__)
+    timing.reset()
     args = build_parser().parse_args(argv)
     try:
         run(args)
@@ -400,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ascl: error: {err}", file=sys.stderr)
         return 2
+    if _command_module(args.command) is not None:  # the jobs: where their time went
+        print(timing.line(args.command), file=sys.stderr)
     return 0
 
 

@@ -226,6 +226,7 @@ def pretrain_settings(params: dict, method: str) -> dict:
         "data": _data_caps(params),
         "device": params["device"],
         "memory_format": params.get("memory_format", "auto"),
+        "compile": params.get("compile", False),
     }
 
 
@@ -281,6 +282,7 @@ def finetune_settings(params: dict, strategy: str) -> dict:
         "data": _data_caps(params),
         "device": params["device"],
         "memory_format": params.get("memory_format", "auto"),
+        "compile": params.get("compile", False),
     }
 
 
@@ -291,6 +293,7 @@ def evaluate_settings(params: dict) -> dict:
         **{k: v for k, v in params["evaluate"].items() if k not in EVALUATIONS},
         "data": _data_caps(params),
         "device": params["device"],
+        "compile": params.get("compile", False),
     }
 
 

@@ -78,6 +78,15 @@ def place_model(model: nn.Module, device: torch.device, memory_format: str = "au
     return model.to(device, memory_format=resolve_memory_format(memory_format, model, device))
 
 
+def compile_encoder(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """`torch.compile` the model's ResNet-18 encoder in place (params.yaml `compile`): every
+    forward and backward through it (attack steps, views, losses) runs the compiled graph, and
+    the state dict keeps its keys. The heads and the losses stay eager. Returns `model`."""
+    if enabled:
+        model.encoder.compile()
+    return model
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """'auto' -> the first visible CUDA device if any (CUDA_VISIBLE_DEVICES applies), else CPU."""
     if spec == "auto":

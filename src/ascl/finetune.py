@@ -21,7 +21,7 @@ from ascl.artifacts import load_pretrained
 from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import AugmentConfig, weak_view
 from ascl.data import load_dataset
-from ascl.engine import fit, place_model, recipe, resolve_device, subset
+from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device, subset
 from ascl.errors import ParamsError
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
@@ -128,6 +128,7 @@ def run_finetune(
     if settings.get("head", "zero") == "pretrained":
         copy_pretrained_head(model, pre)
     model = place_model(model, device, settings.get("memory_format", "auto"))
+    compile_encoder(model, settings.get("compile", False))
 
     def set_train_mode() -> None:
         model.train()

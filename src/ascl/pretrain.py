@@ -11,7 +11,7 @@ from ascl.artifacts import build_pretrain_net, cluster_counts, load_pseudo_label
 from ascl.attacks import AttackConfig
 from ascl.augment import AugmentConfig
 from ascl.data import load_dataset
-from ascl.engine import fit, place_model, recipe, resolve_device, subset
+from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device, subset
 from ascl.errors import ParamsError
 from ascl.models import PretrainNet
 from ascl.objectives import build_objective
@@ -139,6 +139,7 @@ def run_pretrain(
         device,
         settings.get("memory_format", "auto"),
     )
+    compile_encoder(model, settings.get("compile", False))
     generator = torch.Generator().manual_seed(seed)
     name = f"pretrain/{settings['method']}/seed{seed}"
     tags = {

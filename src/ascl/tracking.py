@@ -24,9 +24,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ascl.mlflow_stores import Store, open_store
+from ascl.timing import timed
+
 T = TypeVar("T")
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "ascl"
+RUN_NAME_TAG = "mlflow.runName"  # MLflow's system tags (mlflow.utils.mlflow_tags)
+PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
 def tracking_uri() -> str:
@@ -159,65 +164,62 @@ class Run:
         self.experiment = experiment or os.environ.get("ASCL_EXPERIMENT", DEFAULT_EXPERIMENT)
         self.enabled = enabled
         self.run_id: str | None = None
-        self._client = None
+        self._store: Store | None = None
 
-    def _create_experiment(self, client) -> str:
+    def _create_experiment(self, store: Store) -> str:
         """Create the experiment; if another job created it meanwhile (a tracking server has no
         file lock), use theirs."""
         try:
-            return _retry(lambda: client.create_experiment(self.experiment))
+            return _retry(lambda: store.create_experiment(self.experiment))
         except Exception as err:
             if "RESOURCE_ALREADY_EXISTS" not in str(err):
                 raise
-            exp = _retry(lambda: client.get_experiment_by_name(self.experiment))
-            if exp is None:
+            exp_id = _retry(lambda: store.experiment_id(self.experiment))
+            if exp_id is None:
                 raise
-            return exp.experiment_id
+            return exp_id
 
+    @timed("tracking")
     def __enter__(self) -> Run:
         if not self.enabled:
             return self
-        from mlflow.tracking import MlflowClient
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
         uri = tracking_uri()
         with _store_lock(uri):
-            self._client = MlflowClient(uri)
-            client = self._client
-            exp = _retry(lambda: client.get_experiment_by_name(self.experiment))
-            exp_id = exp.experiment_id if exp is not None else self._create_experiment(client)
-        tags = {MLFLOW_RUN_NAME: self.name, "git_commit": git_commit(), **self.tags}
+            self._store = store = open_store(uri)
+            exp_id = _retry(lambda: store.experiment_id(self.experiment))
+            if exp_id is None:
+                exp_id = self._create_experiment(store)
+        tags = {RUN_NAME_TAG: self.name, "git_commit": git_commit(), **self.tags}
         if self.parent_run_id:
-            tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
-        resumed = self._resumable(client, exp_id)
+            tags[PARENT_RUN_TAG] = self.parent_run_id
+        resumed = self._resumable(store, exp_id)
         if resumed is not None:
             self.run_id = resumed
-            _retry(lambda: client.update_run(resumed, status="RUNNING"))
+            _retry(lambda: store.set_status(resumed, "RUNNING"))
             self.set_tags({"resumed": "true"})
             return self
-        self._end_stale_runs(client, exp_id)
-        run = _retry(lambda: client.create_run(exp_id, tags=tags, run_name=self.name))
-        self.run_id = run.info.run_id
+        self._end_stale_runs(store, exp_id)
+        self.run_id = _retry(lambda: store.create_run(exp_id, tags, self.name))
         self.log_params(self.params)
         return self
 
-    def _resumable(self, client, exp_id: str) -> str | None:
+    def _resumable(self, store: Store, exp_id: str) -> str | None:
         """`resume_run_id` if that run exists in this experiment with the same name and
         params_hash (a killed job's own run), else None."""
         if not self.resume_run_id:
             return None
         try:
-            old = _retry(lambda: client.get_run(self.resume_run_id))
+            old = _retry(lambda: store.get_run(self.resume_run_id))
         except Exception:  # noqa: BLE001 - a run id of another store: start a new run
             return None
         same = (
-            old.info.experiment_id == exp_id
-            and old.info.run_name == self.name
-            and old.data.tags.get("params_hash") == self.tags.get("params_hash")
+            old.experiment_id == exp_id
+            and old.run_name == self.name
+            and old.tags.get("params_hash") == self.tags.get("params_hash")
         )
-        return old.info.run_id if same else None
+        return old.run_id if same else None
 
-    def _end_stale_runs(self, client, exp_id: str) -> None:
+    def _end_stale_runs(self, store: Store, exp_id: str) -> None:
         """End KILLED the runs of this job (same name, parent and workflow wildcards) that are
         still RUNNING: their process is gone, since the workflow runs a job once at a time."""
         query = [f"tags.mlflow.runName = '{_quote(self.name)}'", "attributes.status = 'RUNNING'"]
@@ -225,43 +227,40 @@ class Run:
             query.append(f"tags.mlflow.parentRunId = '{_quote(self.parent_run_id)}'")
         if "wildcards" in self.tags:
             query.append(f"tags.wildcards = '{_quote(self.tags['wildcards'])}'")
-        stale = _retry(
-            lambda: client.search_runs([exp_id], filter_string=" and ".join(query), max_results=50)
-        )
+        stale = _retry(lambda: store.search_runs([exp_id], " and ".join(query), max_results=50))
         for old in stale:
-            _retry(lambda old=old: client.set_terminated(old.info.run_id, "KILLED"))
+            _retry(lambda old=old: store.set_status(old.run_id, "KILLED"))
 
+    @timed("tracking")
     def log_params(self, params: dict) -> None:
         if not self.enabled or not params:
             return
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        items = [(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(items), 100):
             chunk = items[i : i + 100]
-            _retry(lambda chunk=chunk: self._client.log_batch(self.run_id, params=chunk))
+            _retry(lambda chunk=chunk: self._store.log_batch(self.run_id, params=chunk))
 
+    @timed("tracking")
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.enabled or not metrics:
             return
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        _retry(lambda: self._client.log_batch(self.run_id, metrics=items))
+        items = [(k, float(v), now, step or 0) for k, v in metrics.items()]
+        _retry(lambda: self._store.log_batch(self.run_id, metrics=items))
 
+    @timed("tracking")
     def set_tags(self, tags: dict[str, str]) -> None:
         if not self.enabled:
             return
-        from mlflow.entities import RunTag
+        items = [(k, str(v)) for k, v in tags.items()]
+        _retry(lambda: self._store.log_batch(self.run_id, tags=items))
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
-        _retry(lambda: self._client.log_batch(self.run_id, tags=items))
-
+    @timed("tracking")
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.enabled and Path(path).is_file():
-            _retry(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
+            _retry(lambda: self._store.log_artifact(self.run_id, str(path), artifact_path))
 
+    @timed("tracking")
     def tag_output(self, path: str | Path) -> None:
         """Tag the run with the artifact it wrote: its path (as DVC tracks it, relative to the
         working directory when inside it) and md5 (DVC's content hash: the cache entry)."""
@@ -269,6 +268,7 @@ class Run:
             return
         self.set_tags({"artifact.path": _relative(path), "artifact.md5": file_md5(path)})
 
+    @timed("tracking")
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.enabled or self.run_id is None:
             return
@@ -276,7 +276,7 @@ class Run:
         if exc is not None:
             with contextlib.suppress(Exception):  # the original error matters more
                 self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
-        _retry(lambda: self._client.set_terminated(self.run_id, status))
+        _retry(lambda: self._store.set_status(self.run_id, status))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -321,6 +321,7 @@ def job_run(
 PAPER_RUN = "paper"
 
 
+@timed("tracking")
 def log_paper_outputs(paths: Sequence[str | Path], artifact_path: str) -> None:
     """Log report outputs (tables, claims, figures) to the experiment's `paper` run (created
     on first use, reopened after), under `artifact_path`. Only inside the workflow's jobs, which
@@ -328,34 +329,26 @@ def log_paper_outputs(paths: Sequence[str | Path], artifact_path: str) -> None:
     experiment = os.environ.get("ASCL_EXPERIMENT")
     if not experiment:
         return
-    from mlflow.tracking import MlflowClient
-
     uri = tracking_uri()
     with _store_lock(uri):
-        client = MlflowClient(uri)
-        run = Run(PAPER_RUN, tags={"stage": "paper"}, experiment=experiment)
-        exp = _retry(lambda: client.get_experiment_by_name(experiment))
-        exp_id = exp.experiment_id if exp is not None else run._create_experiment(client)
+        store = open_store(uri)
+        exp_id = _retry(lambda: store.experiment_id(experiment))
+        if exp_id is None:
+            exp_id = Run(PAPER_RUN, experiment=experiment)._create_experiment(store)
         found = _retry(
-            lambda: client.search_runs(
+            lambda: store.search_runs(
                 [exp_id],
-                filter_string=f"tags.mlflow.runName = '{PAPER_RUN}'",
-                order_by=["attributes.start_time ASC"],
+                f"tags.mlflow.runName = '{PAPER_RUN}'",
                 max_results=1,
+                order_by=["attributes.start_time ASC"],
             )
         )
         if found:
-            run_id = found[0].info.run_id
+            run_id = found[0].run_id
         else:
-            from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-
-            created = _retry(
-                lambda: client.create_run(
-                    exp_id, tags={MLFLOW_RUN_NAME: PAPER_RUN, "stage": "paper"}, run_name=PAPER_RUN
-                )
-            )
-            run_id = created.info.run_id
-            _retry(lambda: client.set_terminated(run_id, "FINISHED"))
+            tags = {RUN_NAME_TAG: PAPER_RUN, "stage": "paper"}
+            run_id = _retry(lambda: store.create_run(exp_id, tags, PAPER_RUN))
+            _retry(lambda: store.set_status(run_id, "FINISHED"))
     for path in paths:
         if Path(path).is_file():
-            _retry(lambda path=path: client.log_artifact(run_id, str(path), artifact_path))
+            _retry(lambda path=path: store.log_artifact(run_id, str(path), artifact_path))

@@ -1,3 +1,4 @@
+import atexit
 import hashlib
 import shlex
 import sys
@@ -8,6 +9,7 @@ from snakemake.utils import validate
 from ascl import codehash as ascl_codehash
 from ascl import config as ascl_config
 from ascl import evaluations as ascl_evaluations
+from ascl import local_server as ascl_local_server
 from ascl import report as ascl_report
 
 try:
@@ -294,3 +296,29 @@ EVAL_ARGS = (
     "--tag wildcards=method={wildcards.method},strategy={wildcards.strategy},"
     "target={wildcards.target},seed={wildcards.seed}"
 )
+
+
+# A local run logs through its own MLflow server (ascl.local_server, params.yaml
+# tracking.server); stopped when the run ends, however it ends.
+LOCAL_SERVER = ascl_local_server.wanted(
+    config["tracking"].get("server", "auto"), workflow.local_exec and not workflow.touch
+)
+
+
+onstart:
+    if LOCAL_SERVER:
+        atexit.register(ascl_local_server.stop)
+        print(
+            f"MLflow server of this run: {ascl_local_server.start()}",
+            file=sys.stderr,
+        )
+
+
+onsuccess:
+    if LOCAL_SERVER:
+        ascl_local_server.stop()
+
+
+onerror:
+    if LOCAL_SERVER:
+        ascl_local_server.stop()

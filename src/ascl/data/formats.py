@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ascl.errors import FormatError  # noqa: F401 - raised here, re-exported
+from ascl.timing import timed
 
 UNIFORM_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
 CORRUPTED_KEYS = ("x", "y", "severity")
@@ -155,6 +156,7 @@ def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise FormatError(f"{path}: not a readable .npz file ({reason})") from None
 
 
+@timed("inputs")
 def load_dataset(path: str | Path) -> Dataset:
     """Load a data set in the uniform form (see the module docstring) from the .npz `path`."""
     path = Path(path)
@@ -185,6 +187,7 @@ def check_corrupted(arrays: dict[str, np.ndarray], where: str) -> None:
         )
 
 
+@timed("inputs")
 def load_corrupted(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Load one corruption file: x (N, 3, 32, 32) uint8, y (N,) int64, severity (N,) int64."""
     path = Path(path)

@@ -54,9 +54,12 @@ def make_adversary(
     num_classes: int,
     device: torch.device,
     attacks: list[str] | None = None,
+    square_queries: int | None = None,
 ):
     """A configured AutoAttack (l∞, radius `eps` in [0, 1] units, fixed seed). `attacks`
-    (with version "custom") runs a subset of the attacks; the jobs never do."""
+    (with version "custom") runs a subset of the attacks; the jobs never do. `square_queries`
+    replaces Square's query budget (5000 in the standard version; config/smoke.yaml lowers it
+    to bound the smoke's time, the paper's settings never do)."""
 
     if num_classes < 4:
         raise ParamsError(
@@ -75,6 +78,8 @@ def make_adversary(
     targets = min(9, num_classes - 1)
     adversary.apgd_targeted.n_target_classes = targets
     adversary.fab.n_target_classes = targets
+    if square_queries is not None:
+        adversary.square.n_queries = square_queries
     return adversary
 
 
@@ -115,6 +120,7 @@ def autoattack_robust(
     seed: int,
     num_classes: int,
     attacks: list[str] | None = None,
+    square_queries: int | None = None,
 ) -> Tensor:
     """Per-image robustness (N,) bool under AutoAttack; x (N, 3, H, W) float in [0, 1], y (N,).
 
@@ -132,6 +138,7 @@ def autoattack_robust(
         num_classes=num_classes,
         device=x.device,
         attacks=attacks,
+        square_queries=square_queries,
     )
     x_adv = _run_standard(adversary, x, y, batch_size).to(x.device)
     if (x_adv - x).abs().max() > eps + 1e-5 or x_adv.min() < 0 or x_adv.max() > 1:
@@ -193,6 +200,7 @@ def run_autoattack(
                 yb,
                 eps=settings["eps"] / 255,
                 version=settings["version"],
+                square_queries=settings.get("square_queries"),
                 batch_size=settings["batch_size"],
                 seed=seed,
                 num_classes=job.num_classes,

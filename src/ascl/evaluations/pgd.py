@@ -10,6 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ascl import checkpoint
+from ascl.engine import compile_encoder
 from ascl.evaluations.common import evaluation_job
 from ascl.metrics import accuracy, robust_accuracy
 
@@ -39,6 +40,7 @@ def run_pgd(settings: dict, *, out: str | Path, **job_args: Any) -> dict:
     job_args: model_path, data, seed, parent_run_id, tags, track (`evaluation_job`).
     """
     with evaluation_job("pgd", settings, outputs=(out,), **job_args) as job:
+        compile_encoder(job.model, settings.get("compile", False))
         metrics = pgd_metrics(job.model, job.x, job.y, settings, job.seed)
         job.run.log_metrics({k: v for k, v in metrics.items() if k != "n_test"})
         checkpoint.atomic_write_text(out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
