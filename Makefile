@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The main job: the whole paper DAG on the embedded offline data (tiny widths and epochs),
-# about 11 minutes on 2 cores (benchmarks/smoke_walltime.py).
+# about 10 minutes on 2 cores (benchmarks/smoke_walltime.py).
 # No GPU is involved: `gpu=2` lets two single-threaded training jobs share the two CPU cores.
 smoke: $(STAMP)
 	$(BIN)/snakemake --configfile config/smoke.yaml --cores $(CORES) --resources gpu=$(CORES)

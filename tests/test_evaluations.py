@@ -233,17 +233,20 @@ def test_autoattack_not_weaker_than_pgd(toy):
     assert ra_pgd < clean
 
 
-def test_square_query_budget(toy):
-    """`square_queries` replaces only Square's budget (smoke); the standard version's own
-    settings stay otherwise: 5000 queries, 9 target classes for APGD-T and FAB-T."""
+def test_smoke_attack_budgets(toy):
+    """`square_queries` and `target_classes` replace only Square's budget and the targeted
+    attacks' number of targets (smoke); unset, the standard version's own: 5000 queries, 9
+    target classes for APGD-T and FAB-T, and always its four attacks."""
     model, _ = load_model(toy["model"], CPU)
     kw = {"eps": 8 / 255, "version": "standard", "seed": 0, "num_classes": 10, "device": CPU}
     standard = aa.make_adversary(model, **kw)
-    smoke = aa.make_adversary(model, **kw, square_queries=300)
+    smoke = aa.make_adversary(model, **kw, square_queries=300, target_classes=3)
     assert (standard.square.n_queries, smoke.square.n_queries) == (5000, 300)
+    assert standard.apgd_targeted.n_target_classes == standard.fab.n_target_classes == 9
+    assert smoke.apgd_targeted.n_target_classes == smoke.fab.n_target_classes == 3
     for adv in (standard, smoke):
-        assert adv.apgd_targeted.n_target_classes == adv.fab.n_target_classes == 9
         assert adv.attacks_to_run == ["apgd-ce", "apgd-t", "fab-t", "square"]
+        assert adv.apgd.n_iter == adv.apgd_targeted.n_iter == 100
 
 
 def test_autoattack_job_standard_resumes(toy, params, tmp_path, monkeypatch):

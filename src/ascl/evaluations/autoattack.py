@@ -55,11 +55,13 @@ def make_adversary(
     device: torch.device,
     attacks: list[str] | None = None,
     square_queries: int | None = None,
+    target_classes: int | None = None,
 ):
     """A configured AutoAttack (l∞, radius `eps` in [0, 1] units, fixed seed). `attacks`
     (with version "custom") runs a subset of the attacks; the jobs never do. `square_queries`
-    replaces Square's query budget (5000 in the standard version; config/smoke.yaml lowers it
-    to bound the smoke's time, the paper's settings never do)."""
+    replaces Square's query budget (5000 in the standard version) and `target_classes` the
+    number of target classes (restarts) of APGD-T and FAB-T (standard: min(9, C - 1));
+    config/smoke.yaml lowers both to bound the smoke's time, the paper's settings never do."""
 
     if num_classes < 4:
         raise ParamsError(
@@ -75,7 +77,7 @@ def make_adversary(
     if "verbose" in inspect.signature(cls).parameters:
         kwargs["verbose"] = False
     adversary = cls(model, **kwargs)
-    targets = min(9, num_classes - 1)
+    targets = min(9 if target_classes is None else target_classes, num_classes - 1)
     adversary.apgd_targeted.n_target_classes = targets
     adversary.fab.n_target_classes = targets
     if square_queries is not None:
@@ -121,6 +123,7 @@ def autoattack_robust(
     num_classes: int,
     attacks: list[str] | None = None,
     square_queries: int | None = None,
+    target_classes: int | None = None,
 ) -> Tensor:
     """Per-image robustness (N,) bool under AutoAttack; x (N, 3, H, W) float in [0, 1], y (N,).
 
@@ -139,6 +142,7 @@ def autoattack_robust(
         device=x.device,
         attacks=attacks,
         square_queries=square_queries,
+        target_classes=target_classes,
     )
     x_adv = _run_standard(adversary, x, y, batch_size).to(x.device)
     if (x_adv - x).abs().max() > eps + 1e-5 or x_adv.min() < 0 or x_adv.max() > 1:
@@ -201,6 +205,7 @@ def run_autoattack(
                 eps=settings["eps"] / 255,
                 version=settings["version"],
                 square_queries=settings.get("square_queries"),
+                target_classes=settings.get("target_classes"),
                 batch_size=settings["batch_size"],
                 seed=seed,
                 num_classes=job.num_classes,
