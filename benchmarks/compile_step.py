@@ -102,10 +102,6 @@ def pgd_eval(model, x, y, settings: dict, rounds: int) -> tuple[list[float], flo
     return times, acc
 
 
-def e_free_grad(result: dict) -> float:
-    return abs(result["eager"]["terms_attack_free"]["grad_norm"]) or 1.0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", action="append")
@@ -151,7 +147,8 @@ def main() -> int:
     result["term_diffs"] = diffs
     free_diffs = diffs["terms_attack_free"]
     result["max_term_diff"] = max(v for k, v in free_diffs.items() if k != "grad_norm")
-    result["grad_norm_rel_diff"] = free_diffs["grad_norm"] / e_free_grad(result)
+    eager_grad = abs(result["eager"]["terms_attack_free"]["grad_norm"]) or 1.0
+    result["grad_norm_rel_diff"] = free_diffs["grad_norm"] / eager_grad
 
     n_eval = min(len(x), params["evaluate"]["batch_size"])
     for variant in ("eager", "compiled"):

@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -740,17 +739,11 @@ def test_bad_params_stop_snakemake_with_one_line(case, dry, tmp_path):
 # Tracking under load: a local MLflow tracking server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on a free loopback port with a SQLite backend; stopped afterwards."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = local_server.free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115 (closed in teardown)
     proc = local_server.launch(
         f"sqlite:///{root / 'server.db'}", str(root / "artifacts"), port, cwd=root, log=log

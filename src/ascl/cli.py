@@ -397,7 +397,7 @@ def run(args: argparse.Namespace) -> None:
     from ascl.evaluations import REGISTRY as EVALUATION_COMMANDS
 
     module = _command_module(args.command)
-    if module is not None:
+    if module is not None:  # a job: its log tells import time from work (`ascl.timing`)
         with timing.phase("imports"):
             importlib.import_module(module)
     if args.command in COMMANDS:
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ascl: error: {err}", file=sys.stderr)
         return 2
-    if _command_module(args.command) is not None:  # the jobs: where their time went
+    if _command_module(args.command) is not None:  # a job: where its time went
         print(timing.line(args.command), file=sys.stderr)
     return 0
 

@@ -37,7 +37,8 @@ def wanted(setting: str, local_exec: bool) -> bool:
     return setting == "auto" and local_exec and not os.environ.get("MLFLOW_TRACKING_URI")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -106,7 +107,7 @@ def start(root: str | Path = ".", store: str = "sqlite:///mlflow.db") -> str:
     `MLFLOW_TRACKING_URI` for this process and its children, and return the URL."""
     root = Path(root)
     stop(root)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     (root / LOG).parent.mkdir(parents=True, exist_ok=True)
     (root / STATE).parent.mkdir(parents=True, exist_ok=True)
