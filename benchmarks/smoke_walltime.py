@@ -6,7 +6,8 @@ work, per job kind.
                                         [--source clone|worktree] [--json out.json] [--keep DIR]
 
 `--source clone` (default) runs a `git clone` of this repository's HEAD; `worktree` copies the
-working tree as it is (uncommitted changes included). The project's interpreter runs it (venv
+working tree as it is (uncommitted changes included). The project's interpreter runs it with the
+copy's `src/` first on PYTHONPATH, so the copy's code runs, not the installed package (venv
 creation is not part of the figure); nothing is cached, MLflow writes the clone's own store.
 Every job logs where its time went (`ascl.timing`: one `ascl: timing {...}` line per log); the
 interpreter's own start (up to the command line's first line) is measured here once and added to
@@ -37,6 +38,7 @@ FIXED = ("startup", *PHASES)
 
 def _copy_source(dest: Path, source: str) -> None:
     if source == "clone":
+        subprocess.run(["git", "clone", "--quiet", str(REPO), str(dest)], check=True)
         return
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
@@ -150,6 +152,10 @@ def main() -> int:
         # as `make smoke` runs: the default tracking (the clone's own store, through the
         # run's own server with tracking.server: auto)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        # the workflow and its jobs import the copy's package, not an installed one
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, (str(wd / "src"), os.environ.get("PYTHONPATH")))
+        )
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start

@@ -1,8 +1,10 @@
 """End-to-end tests of the SLURM profiles against a real single-node SLURM cluster.
 
 The cluster is started with ``scripts/slurm-local.sh start`` (needs root; installs
-SLURM with apt-get when missing) and stopped again at the end of the session.
-Workflows are submitted with ``snakemake --profile tests/slurm-profile``.
+SLURM, slurmdbd and MariaDB with apt-get when missing) and stopped again at the end of the
+session. It keeps job accounting as production clusters do, so the user profile ``./slurm``
+runs unchanged (the SLURM plugin's default ``sacct`` status checks); ``tests/slurm-profile``
+exercises the ``squeue`` status path with short waits.
 """
 
 from __future__ import annotations
@@ -163,6 +165,19 @@ def _read_gpu_output(path: Path) -> dict[str, str]:
     return values
 
 
+def _sacct_states(job_ids: list[str]) -> dict[str, str]:
+    """Job id -> state, as the accounting database has it (`sacct`)."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--format=JobIdRaw,State", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return dict(line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)
+
+
 def _scontrol_job(job_id: str) -> str:
     out = subprocess.run(
         ["scontrol", "show", "job", job_id],
@@ -204,19 +219,11 @@ def test_gpu_job_runs_through_sbatch(slurm_cluster: dict[str, str], gpu_workflow
 def test_user_profile_submits_with_env_partition(
     slurm_cluster: dict[str, str], gpu_workflow: Path
 ) -> None:
-    """slurm/config.yaml takes the partition from $ASCL_SLURM_PARTITION."""
+    """slurm/config.yaml, unchanged (status through sacct), takes the partition from
+    $ASCL_SLURM_PARTITION; the job is in the accounting database."""
     result = run_snakemake_slurm(
         gpu_workflow,
         "gpu.txt",
-        # settings a cluster without accounting needs (see tests/slurm-profile)
-        "--slurm-status-command",
-        "squeue",
-        "--slurm-init-seconds-before-status-checks",
-        "10",
-        "--latency-wait",
-        "5",
-        "--retries",
-        "0",
         timeout=300,
         profile=USER_PROFILE,
         env={"ASCL_SLURM_PARTITION": slurm_cluster["partition"]},
@@ -231,6 +238,7 @@ def test_user_profile_submits_with_env_partition(
     job = _scontrol_job(job_id)
     assert f"Partition={slurm_cluster['partition']}" in job, job
     assert "Requeue=1" in job, job
+    assert _sacct_states([job_id]) == {job_id: "COMPLETED"}
 
 
 @pytest.mark.parametrize(
@@ -271,9 +279,10 @@ def test_user_profile_resources_from_env(
 
 @pytest.mark.slurm
 def test_pipeline_slice_runs_through_slurm(slurm_cluster: dict[str, str], tmp_path: Path) -> None:
-    """Table 8 of the smoke DAG (its two ASCL rows) through sbatch: two pre-trainings, their
-    finetunings and evaluations run as SLURM jobs (downloads and aggregation stay local),
-    outputs are right."""
+    """Table 8 of the smoke DAG (its two ASCL rows) through sbatch with the user profile
+    `./slurm` unchanged (its partition from the environment, job states from sacct): two
+    pre-trainings, their finetunings and evaluations run as SLURM jobs (downloads and
+    aggregation stay local), the accounting database lists them COMPLETED, outputs are right."""
     from tests.test_workflow import workdir_with
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -287,12 +296,17 @@ def test_pipeline_slice_runs_through_slurm(slurm_cluster: dict[str, str], tmp_pa
         str(REPO / "workflow" / "Snakefile"),
         "--configfile",
         str(wd / "config" / "smoke.yaml"),
-        timeout=600,
-        env={"MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}"},
+        timeout=900,
+        profile=USER_PROFILE,
+        env={
+            "MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}",
+            "ASCL_SLURM_PARTITION": slurm_cluster["partition"],
+        },
     )
     assert result.returncode == 0, result.stdout[-5000:]
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", result.stdout)
     assert len(job_ids) == 6, result.stdout[-3000:]  # 2 pretrain + 2 finetune + 2 evaluate
+    assert _sacct_states(job_ids) == dict.fromkeys(job_ids, "COMPLETED")
     logs = wd / ".snakemake" / "slurm_logs"
     for rule, n in (("pretrain", 2), ("finetune", 2), ("evaluate_pgd", 2)):
         assert len(list((logs / f"rule_{rule}").rglob("*.log"))) == n, sorted(logs.rglob("*"))
