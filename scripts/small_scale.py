@@ -11,9 +11,14 @@ whether the encoder the other terms shape still carries the class information.
     python scripts/small_scale.py --out docs/small-scale            # every variant, seed 0
     python scripts/small_scale.py --only base,lr-0.005 --seeds 0 1  # a few variants
     python scripts/small_scale.py --plot-only --out docs/small-scale
+    python scripts/small_scale.py --only mini10-full --seeds 0 1 --data-seeds 0 1 \
+        --out docs/small-scale/init-vs-data     # initial weights against the data stream
 
-Results: <out>/runs.jsonl (one line per variant and seed, appended as each finishes; a variant
-already there is skipped) and <out>/loss-terms.png.
+The seed sets the initial weights; the data seed (default: the seed) sets the training stream:
+batch order, augmentations and the attacks' random starts.
+
+Results: <out>/runs.jsonl (one line per variant, seed and data seed, appended as each finishes;
+one already there is skipped), <out>/loss-terms.png and <out>/seeds.png.
 """
 
 from __future__ import annotations
@@ -181,7 +186,11 @@ def representation_spread(model, x_uint8: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def run_variant(name: str, seed: int, data: Path, epochs: int | None = None) -> dict:
+def run_variant(
+    name: str, seed: int, data: Path, epochs: int | None = None, data_seed: int | None = None
+) -> dict:
+    """One pre-training: initial weights from `seed`, training stream from `data_seed`."""
+    data_seed = seed if data_seed is None else data_seed
     from ascl import config
     from ascl.artifacts import build_pretrain_net
     from ascl.data import load_dataset
@@ -226,7 +235,10 @@ def run_variant(name: str, seed: int, data: Path, epochs: int | None = None) -> 
             terms = {
                 k: round(v, 3) for k, v in row.items() if k.startswith("grad_norm") or k in shown
             }
-            print(f"  {name} seed {seed} epoch {step}: {terms} SA {clean:.3f} RA {robust:.3f}")
+            print(
+                f"  {name} seed {seed} data {data_seed} epoch {step}: {terms} "
+                f"SA {clean:.3f} RA {robust:.3f}"
+            )
             sys.stdout.flush()
 
     train = settings["train"]
@@ -245,7 +257,7 @@ def run_variant(name: str, seed: int, data: Path, epochs: int | None = None) -> 
             weight_decay=train["weight_decay"],
             lr_milestones=train["lr_milestones"],
             lr_gamma=train["lr_gamma"],
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(data_seed),
             ckpt_dir=None,
             run=run,
             desc=name,
@@ -256,6 +268,7 @@ def run_variant(name: str, seed: int, data: Path, epochs: int | None = None) -> 
         "overrides": overrides,
         "resolution": res or 32,
         "seed": seed,
+        "data_seed": data_seed,
         "batch_size": train["batch_size"],
         "history": history,
     }
@@ -298,9 +311,14 @@ def plot(runs: list[dict], out: Path) -> None:
     os.replace(tmp, out)
 
 
+def _data_seed(run: dict) -> int:
+    return run.get("data_seed", run["seed"])
+
+
 def plot_seeds(runs: list[dict], out: Path, prefix: str = "mini10-") -> None:
     """Head accuracy per epoch of the `prefix` variants (the full objective at the CPU-scale
-    regime and its lr / batch / warm-up neighbours): colour = variant, line style = seed."""
+    regime and its lr / batch / warm-up neighbours): colour = variant, line style = seed and
+    data seed; for a single variant, colour = seed and line style = data seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -315,9 +333,15 @@ def plot_seeds(runs: list[dict], out: Path, prefix: str = "mini10-") -> None:
     cmap = plt.get_cmap("tab10")
     for r in chosen:
         ep = [h["epoch"] for h in r["history"]]
-        c = cmap(names.index(r["variant"]) % 10)
-        ls = styles[r["seed"] % len(styles)]
+        if len(names) > 1:
+            c = cmap(names.index(r["variant"]) % 10)
+            ls = styles[(2 * r["seed"] + _data_seed(r)) % len(styles)]
+        else:  # one variant: colour = seed (initial weights), line style = data seed
+            c = cmap(r["seed"] % 10)
+            ls = styles[_data_seed(r) % len(styles)]
         label = f"{r['variant']}, seed {r['seed']}"
+        if _data_seed(r) != r["seed"] or len(names) == 1:
+            label += f", data seed {_data_seed(r)}"
         axes[0].plot(ep, [h["head_sa"] for h in r["history"]], color=c, ls=ls, label=label)
         axes[1].plot(ep, [h["at"] for h in r["history"]], color=c, ls=ls)
     axes[0].set(title="test accuracy of the pre-training head (clean)", xlabel="epoch", ylim=(0, 1))
@@ -325,10 +349,12 @@ def plot_seeds(runs: list[dict], out: Path, prefix: str = "mini10-") -> None:
     axes[1].set(title="AT term; dotted: log 10", xlabel="epoch")
     axes[1].axhline(math.log(10), color="grey", lw=0.6, ls=":")
     axes[0].legend(fontsize=7)
-    fig.suptitle(
-        "full ASCL objective, digits10 at 16x16, width 8, 10 epochs: seed against lr, "
-        "batch and warm-up"
+    what = (
+        "seed against lr, batch and warm-up (data seed = seed unless named)"
+        if len(names) > 1
+        else "initial weights (seed, colour) against training stream (data seed, line style)"
     )
+    fig.suptitle(f"full ASCL objective, digits10 at 16x16, width 8, 10 epochs: {what}")
     fig.tight_layout()
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -340,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "small-scale")
     ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument(
+        "--data-seeds",
+        type=int,
+        nargs="+",
+        help="training-stream seeds run with every seed (default: each seed's own)",
+    )
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs", type=int, help="override every variant's epochs (quick checks)")
@@ -359,15 +391,22 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in VARIANTS]
         if unknown:
             ap.error(f"unknown variant(s) {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
-        for seed in args.seeds:
-            for name in names:
-                if any(r["variant"] == name and r["seed"] == seed for r in runs):
-                    continue
-                result = run_variant(name, seed, data, args.epochs)
-                runs.append(result)
-                with log.open("a") as f:
-                    f.write(json.dumps(result) + "\n")
-                plot(runs, args.out / "loss-terms.png")
+        jobs = [
+            (name, seed, data_seed)
+            for seed in args.seeds
+            for data_seed in args.data_seeds or [seed]
+            for name in names
+        ]
+        for name, seed, data_seed in jobs:
+            if any(
+                (r["variant"], r["seed"], _data_seed(r)) == (name, seed, data_seed) for r in runs
+            ):
+                continue
+            result = run_variant(name, seed, data, args.epochs, data_seed)
+            runs.append(result)
+            with log.open("a") as f:
+                f.write(json.dumps(result) + "\n")
+            plot(runs, args.out / "loss-terms.png")
     plot(runs, args.out / "loss-terms.png")
     plot_seeds(runs, args.out / "seeds.png")
     return 0
