@@ -304,12 +304,16 @@ def test_pipeline_slice_runs_through_slurm(slurm_cluster: dict[str, str], tmp_pa
         },
     )
     assert result.returncode == 0, result.stdout[-5000:]
-    job_ids = re.findall(r"submitted with SLURM jobid (\d+)", result.stdout)
-    assert len(job_ids) == 6, result.stdout[-3000:]  # 2 pretrain + 2 finetune + 2 evaluate
+    # Snakemake job -> SLURM job, and Snakemake job -> rule (the profile deletes the SLURM logs
+    # of successful jobs, as the plugin does by default)
+    submitted = dict(
+        re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", result.stdout)
+    )
+    rules = dict(re.findall(r"Finished jobid: (\d+) \(Rule: (\w+)\)", result.stdout))
+    submitted_rules = sorted(rules[job] for job in submitted)
+    assert submitted_rules == sorted(["pretrain", "finetune", "evaluate_pgd"] * 2), result.stdout
+    job_ids = list(submitted.values())
     assert _sacct_states(job_ids) == dict.fromkeys(job_ids, "COMPLETED")
-    logs = wd / ".snakemake" / "slurm_logs"
-    for rule, n in (("pretrain", 2), ("finetune", 2), ("evaluate_pgd", 2)):
-        assert len(list((logs / f"rule_{rule}").rglob("*.log"))) == n, sorted(logs.rglob("*"))
     table = (wd / "results" / "paper" / "table8.md").read_text()
     for row in ("Same BN / ASCL", "Separated BN / ASCL"):
         assert f"| {row} |" in table
@@ -371,6 +375,9 @@ def test_requeued_pretraining_resumes_from_checkpoint(
             while "JobState=PENDING" not in _scontrol_job(job_id):
                 assert proc.poll() is None and time.monotonic() < deadline + 60
                 time.sleep(0.2)
+            # slurmd refuses a credential created in the same second as the requeue revoked
+            # the old one ("Job credential revoked"): start it a little later
+            time.sleep(2)
             subprocess.run(
                 ["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
                 check=True,
