@@ -317,8 +317,8 @@ def _data_seed(run: dict) -> int:
 
 def plot_seeds(runs: list[dict], out: Path, prefix: str = "mini10-") -> None:
     """Head accuracy per epoch of the `prefix` variants (the full objective at the CPU-scale
-    regime and its lr / batch / warm-up neighbours): colour = variant, line style = seed and
-    data seed; for a single variant, colour = seed and line style = data seed."""
+    regime and its lr / batch / warm-up neighbours): colour = variant, line style = seed; for a
+    single variant, colour = seed and line style = data seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,7 +335,7 @@ def plot_seeds(runs: list[dict], out: Path, prefix: str = "mini10-") -> None:
         ep = [h["epoch"] for h in r["history"]]
         if len(names) > 1:
             c = cmap(names.index(r["variant"]) % 10)
-            ls = styles[(2 * r["seed"] + _data_seed(r)) % len(styles)]
+            ls = styles[r["seed"] % len(styles)]
         else:  # one variant: colour = seed (initial weights), line style = data seed
             c = cmap(r["seed"] % 10)
             ls = styles[_data_seed(r) % len(styles)]
