@@ -58,9 +58,7 @@ _started: dict[int, subprocess.Popen] = {}  # servers of this process, by proces
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # the id now belongs to someone else's process
+    except (ProcessLookupError, PermissionError):  # gone, or the id is someone else's now
         return False
     return True
 
