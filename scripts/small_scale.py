@@ -384,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.plot_only:
         from ascl.data import prepare_dataset
 
-        data = ROOT / "resources" / "data" / "digits10.npz"
+        # its own copy: never a file of the workflow's outputs (resources/data), whose image
+        # size and settings may differ
+        data = args.out / "data" / "digits10.npz"
         if not data.exists():
             prepare_dataset("digits10", data)
         names = [n for n in args.only.split(",") if n] or list(VARIANTS)

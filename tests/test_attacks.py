@@ -312,3 +312,42 @@ def test_batch_of_one(train_mode):
     if not train_mode:
         with torch.no_grad():
             assert loss(x_adv).item() > loss(x).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# ε warm-up of the training attacks (pretrain.eps_warmup)
+
+
+@pytest.mark.parametrize("epochs,fraction", [(10, 0.3), (10, 0.35), (4, 1.0), (7, 0.0), (20, 0.4)])
+def test_eps_warmup_factor_matches_a_plain_schedule(epochs, fraction):
+    from ascl.attacks import eps_warmup_factor
+
+    n = 0
+    while n < fraction * epochs - 1e-9:  # n = ceil(fraction * epochs), counted
+        n += 1
+    expected = [e / n if e < n else 1.0 for e in range(epochs)]
+    assert [eps_warmup_factor(e, epochs, fraction) for e in range(epochs)] == expected
+    if 0 < fraction < 1:
+        assert expected[0] == 0.0 and expected[-1] == 1.0
+
+
+def test_eps_warmup_factor_rejects_a_fraction_outside_0_1():
+    from ascl.attacks import eps_warmup_factor
+
+    with pytest.raises(ValueError, match="fraction"):
+        eps_warmup_factor(0, 10, 1.5)
+
+
+def test_scaled_attack_scales_eps_and_step_only():
+    from ascl.attacks import AttackConfig, scaled_attack
+
+    a = AttackConfig(8 / 255, 2 / 255, 5, True, False, 0.001)
+    assert scaled_attack(a, 1.0) is a
+    half = scaled_attack(a, 0.5)
+    assert (half.eps, half.alpha) == (4 / 255, 1 / 255)
+    assert (half.steps, half.random_start, half.train_mode, half.start_std) == (
+        5,
+        True,
+        False,
+        0.001,
+    )

@@ -749,3 +749,36 @@ def test_e2e_strategy_job(params, toy_data, tmp_path):
     x = images(6)[0]
     with torch.no_grad():
         assert torch.allclose(model(x), pre(x, "adv"), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["at", "trades", "acl", "ascl", "rocl"])
+def test_eps_warmup_attacks_epoch_0_clean_and_later_epochs_at_full_budget(params, name):
+    """pretrain.eps_warmup: in epoch 0 every attack of the objective has eps 0 (its terms equal
+    those of an eps-0 configuration), from epoch n = ceil(fraction * epochs) on the full budget
+    (the terms equal those of no warm-up)."""
+    settings = config.pretrain_settings(params, name)
+    settings["train"] |= {"epochs": 10, "eps_warmup": 0.3}
+    settings["train"]["attack"]["steps"] = 1
+    no_warmup = copy.deepcopy(settings)
+    no_warmup["train"]["eps_warmup"] = 0.0
+    zero_eps = copy.deepcopy(no_warmup)
+    zero_eps["train"]["attack"] |= {"eps": 0, "alpha": 0}
+    x = torch.rand(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+
+    def terms(s, epoch):
+        torch.manual_seed(0)
+        net = build_pretrain_net(s, 3).train()
+        step = make_step(s, net)
+        step.set_epoch(epoch)
+        with torch.no_grad():
+            out = step(x, Y, torch.Generator().manual_seed(0))
+        return {k: float(v) for k, v in out.items()}
+
+    assert terms(settings, 0) == terms(zero_eps, 0)
+    assert terms(settings, 3) == terms(no_warmup, 3) == terms(no_warmup, 0)
+    step = make_step(settings, build_pretrain_net(settings, 3))
+    eps = []
+    for epoch in range(10):
+        step.set_epoch(epoch)
+        eps.append(step.attack.eps * 255)
+    assert eps[:4] == pytest.approx([0, 8 / 3, 16 / 3, 8]) and eps[4:] == [8.0] * 6

@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from ascl.losses import (
+    ASCL_READINGS,
+    ascl_adv_positives,
     ascl_loss,
-    ascl_loss_literal,
+    ascl_symmetric,
     cross_entropy_loss,
     nt_xent_loss,
     supcon_loss,
@@ -316,32 +318,124 @@ def test_trades_kl_identical_logits_is_zero():
     assert trades_kl(logits, torch.randn(8, 10, generator=g, dtype=torch.float64)).item() > 0
 
 
-def ref_ascl_literal(z_aug, z_adv, labels, tau):
-    """Eq. (9) as printed, anchor by anchor: for each augmented view i, the positives are the
-    adversarial examples p with y_p = y_i (its own included), the denominator every entry of
-    {x̃} ∪ {x + δ} but x̃_i."""
-    aug, adv = z_aug.detach().double().tolist(), z_adv.detach().double().tolist()
+def _logsumexp(values):
+    """log Σ exp(v), written as a loop (shifted by the maximum for stability)."""
+    top = max(values)
+    total = 0.0
+    for v in values:
+        total += math.exp(v - top)
+    return top + math.log(total)
+
+
+def ref_ascl_adv_positives(z_anchor, anchor_labels, z_adv, labels, tau):
+    """Eq. (9), reading adv_positives, anchor by anchor and positive by positive.
+
+    Entries are [anchors x̃ (M); adversarial examples x + δ (N)]. For anchor i the positives are
+    the adversarial entries p with y_p = y_i, the denominator every entry but x̃_i; anchors with
+    no positive are left out of the mean.
+    """
+    anc, adv = z_anchor.detach().double().tolist(), z_adv.detach().double().tolist()
+    a_labs = [int(v) for v in anchor_labels.tolist()]
     labs = [int(v) for v in labels.tolist()]
-    n = len(aug)
-    entries = aug + adv
+    entries = anc + adv
     per_anchor = []
-    for i in range(n):
-        denom = sum(math.exp(_dot(aug[i], entries[a]) / tau) for a in range(2 * n) if a != i)
-        positives = [p for p in range(n) if labs[p] == labs[i]]
-        total = sum(math.log(math.exp(_dot(aug[i], adv[p]) / tau) / denom) for p in positives)
+    for i in range(len(anc)):
+        log_denom = _logsumexp(
+            [_dot(anc[i], entries[a]) / tau for a in range(len(entries)) if a != i]
+        )
+        positives = [p for p in range(len(adv)) if labs[p] == a_labs[i]]
+        if not positives:
+            continue
+        total = 0.0
+        for p in positives:
+            total += _dot(anc[i], adv[p]) / tau - log_denom
         per_anchor.append(-total / len(positives))
-    return sum(per_anchor) / n
+    return sum(per_anchor) / len(per_anchor) if per_anchor else 0.0
 
 
+def anchor_set(anchors, n, d, seed, labels, dtype=torch.float64):
+    """(z_anchor, anchor_labels): view 1 only ("first", N) or both views ("both", 2N)."""
+    z1 = unit(n, d, seed, dtype)
+    if anchors == "first":
+        return z1, labels
+    return torch.cat([z1, unit(n, d, seed + 90, dtype)]), torch.cat([labels, labels])
+
+
+@pytest.mark.parametrize("anchors", ["first", "both"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("tau", TEMPERATURES)
 @pytest.mark.parametrize("n,d,seed", CASES)
-def test_ascl_literal_matches_loop(n, d, seed, tau, dtype):
-    z_aug, z_adv = unit(n, d, seed, dtype), unit(n, d, seed + 50, dtype)
+def test_ascl_adv_positives_matches_loop(n, d, seed, tau, dtype, anchors):
+    """ascl_adv_positives equals the double loop over anchors and positives, for N anchors (view
+    1) and 2N anchors (both views, labels repeated); labels from 3 classes give same-class
+    samples."""
     y = rand_labels(n, 3, seed)
-    got = ascl_loss_literal(z_aug, z_adv, y, tau)
-    ref = ref_ascl_literal(z_aug, z_adv, y, tau)
+    z_anchor, y_anchor = anchor_set(anchors, n, d, seed, y, dtype)
+    z_adv = unit(n, d, seed + 50, dtype)
+    got = ascl_adv_positives(z_anchor, y_anchor, z_adv, y, tau)
+    ref = ref_ascl_adv_positives(z_anchor, y_anchor, z_adv, y, tau)
+    assert got.dtype == dtype
     assert got.item() == pytest.approx(ref, abs=tol(dtype), rel=tol(dtype))
+
+
+@pytest.mark.parametrize("anchors", ["first", "both"])
+@pytest.mark.parametrize("tau", [0.2, 1.0])
+def test_ascl_adv_positives_singleton_class(anchors, tau):
+    """A class with one sample: its anchors have only their own adversarial example as positive;
+    finite loss and gradient, equal to the loop."""
+    y = torch.tensor([0, 0, 1, 2, 2])
+    z_anchor, y_anchor = anchor_set(anchors, 5, 6, 3, y)
+    z_anchor.requires_grad_(True)
+    z_adv = unit(5, 6, 4)
+    loss = ascl_adv_positives(z_anchor, y_anchor, z_adv, y, tau)
+    assert loss.item() == pytest.approx(
+        ref_ascl_adv_positives(z_anchor, y_anchor, z_adv, y, tau), abs=1e-9
+    )
+    loss.backward()
+    assert torch.isfinite(z_anchor.grad).all()
+
+
+def test_ascl_adv_positives_hand_computed():
+    """One anchor per class, two adversarial entries, τ = 0.5, written out by hand."""
+    z_anchor = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    z_adv = torch.tensor([[0.6, 0.8], [1.0, 0.0]], dtype=torch.float64)
+    y_anchor, y = torch.tensor([0, 1]), torch.tensor([0, 0])
+    # anchor 0: others = anchor 1 (0.0), adv 0 (0.6), adv 1 (1.0); positives adv 0 and adv 1
+    log_denom = math.log(math.exp(0.0) + math.exp(1.2) + math.exp(2.0))
+    expected = -((1.2 - log_denom) + (2.0 - log_denom)) / 2  # anchor 1 has no positive
+    got = ascl_adv_positives(z_anchor, y_anchor, z_adv, y, 0.5)
+    assert got.item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_ascl_adv_positives_no_positive_is_zero():
+    """No anchor label among the adversarial labels: 0, finite zero gradient (masked mean)."""
+    z_anchor = unit(4, 3, 5).requires_grad_(True)
+    loss = ascl_adv_positives(
+        z_anchor, torch.tensor([0, 0, 1, 1]), unit(3, 3, 6), torch.tensor([2, 3, 4]), 0.5
+    )
+    assert loss.item() == 0.0
+    loss.backward()
+    assert (z_anchor.grad == 0).all()
+
+
+@pytest.mark.parametrize("tau", TEMPERATURES)
+@pytest.mark.parametrize("n,d,seed", CASES)
+def test_ascl_symmetric_both_views_matches_loop(n, d, seed, tau):
+    """Symmetric reading with both views: SupCon over the 3N entries {x̃¹, x̃², x + δ}."""
+    y = rand_labels(n, 3, seed)
+    z_aug, y_aug = anchor_set("both", n, d, seed, y)
+    z_adv = unit(n, d, seed + 50)
+    got = ascl_symmetric(z_aug, y_aug, z_adv, y, tau)
+    ref = ref_supcon(torch.cat([z_aug, z_adv]), torch.cat([y_aug, y]), tau)
+    assert got.item() == pytest.approx(ref, abs=1e-6)
+
+
+@pytest.mark.parametrize("n,d,seed", CASES)
+def test_ascl_symmetric_one_view_is_ascl_loss(n, d, seed):
+    """ascl_symmetric with one view per sample is ascl_loss, bit for bit."""
+    y = rand_labels(n, 3, seed)
+    z_aug, z_adv = unit(n, d, seed), unit(n, d, seed + 50)
+    assert torch.equal(ascl_symmetric(z_aug, y, z_adv, y, 0.3), ascl_loss(z_aug, z_adv, y, 0.3))
 
 
 def test_ascl_readings_differ():
@@ -349,9 +443,20 @@ def test_ascl_readings_differ():
     adversarial entry."""
     z_aug, z_adv = unit(6, 5, 7), unit(6, 5, 8)
     y = torch.tensor([0, 0, 1, 1, 2, 2])
-    assert ascl_loss(z_aug, z_adv, y, 0.5).item() != pytest.approx(
-        ascl_loss_literal(z_aug, z_adv, y, 0.5).item(), abs=1e-3
+    assert set(ASCL_READINGS) == {"symmetric", "adv_positives"}
+    assert ascl_symmetric(z_aug, y, z_adv, y, 0.5).item() != pytest.approx(
+        ascl_adv_positives(z_aug, y, z_adv, y, 0.5).item(), abs=1e-3
     )
     z_adv = z_adv.clone().requires_grad_(True)
-    ascl_loss_literal(z_aug, z_adv, y, 0.5).backward()
+    ascl_adv_positives(z_aug, y, z_adv, y, 0.5).backward()
     assert torch.isfinite(z_adv.grad).all() and (z_adv.grad.abs().sum(1) > 0).all()
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.5])
+def test_gradcheck_ascl_adv_positives(tau):
+    """Analytic gradients of ascl_adv_positives (2N anchors) match finite differences."""
+    y = torch.tensor([0, 1, 0, 2])
+    za = unit(8, 3, 60).requires_grad_(True)
+    zv = unit(4, 3, 61).requires_grad_(True)
+    yy = torch.cat([y, y])
+    assert torch.autograd.gradcheck(lambda a, b: ascl_adv_positives(a, yy, b, y, tau), (za, zv))

@@ -8,9 +8,11 @@ import math
 import pytest
 import torch
 
+from ascl import objectives
+from ascl.losses import _log_prob_over_others
 from ascl.models import BranchBatchNorm2d, PretrainNet, branch_index
 from ascl.objectives import ATTACK_SOURCES, ASCLObjective, AttackConfig, ascl_terms
-from tests.test_losses import ref_ascl_literal
+from tests.test_losses import ref_ascl_adv_positives
 
 N = 6
 SIZE = 16
@@ -51,7 +53,7 @@ def tiny_batch(seed=0):
     return x, v1, v2, y
 
 
-def objective(weights, source="ensemble", reading="literal"):
+def objective(weights, source="ensemble", reading="adv_positives", anchors="both"):
     at, cl, ascl = weights
     return ASCLObjective(
         lambda_at=at,
@@ -60,7 +62,18 @@ def objective(weights, source="ensemble", reading="literal"):
         attack_source=source,
         temperature=TAU,
         reading=reading,
+        anchors=anchors,
     )
+
+
+def old_ascl_first_view(z_aug, z_adv, labels, tau):
+    """The adv_positives loss as it was before the `anchors` switch (view-1 anchors only),
+    copied verbatim: the reference for anchors="first" being bit-identical."""
+    n = z_aug.shape[0]
+    log_prob = _log_prob_over_others(torch.cat([z_aug, z_adv]), tau)[:n, n:]
+    positive = labels[:, None] == labels[None, :]
+    pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    return (-pos_log_prob / positive.sum(dim=1)).mean()
 
 
 def ref_ce(logits, y):
@@ -87,19 +100,23 @@ def ref_supcon(z, labels, tau):
     return sum(per_anchor) / len(per_anchor)
 
 
-def references(net, x, v1, v2, y):
-    """AT, CL and ASCL terms of eq. (10) with δ = 0, computed straight from the model."""
+def references(net, x, v1, v2, y, anchors="both"):
+    """AT, CL and ASCL terms of eq. (10) with δ = 0, computed straight from the model; the
+    anchors are the clean projections of view 1 ("first") or of both views in one batch."""
     net = copy.deepcopy(net)
     inst = torch.arange(N)
     with torch.no_grad():
         at = ref_ce(net(x, "adv"), y)
         z = net.project(torch.cat([v1, v2]), "adv")
         cl = ref_supcon(z, torch.cat([inst, inst]), TAU)
-        z_aug = net.project(v1, "clean")
+        if anchors == "first":
+            z_aug, y_aug = net.project(v1, "clean"), y
+        else:
+            z_aug, y_aug = net.project(torch.cat([v1, v2]), "clean"), torch.cat([y, y])
         z_adv = net.project(x, "adv")
-        symmetric = ref_supcon(torch.cat([z_aug, z_adv]), torch.cat([y, y]), TAU)
-        literal = ref_ascl_literal(z_aug, z_adv, y, TAU)
-    return {"at": at, "cl": cl, "ascl": literal, "ascl_symmetric": symmetric}
+        symmetric = ref_supcon(torch.cat([z_aug, z_adv]), torch.cat([y_aug, y]), TAU)
+        adv_positives = ref_ascl_adv_positives(z_aug, y_aug, z_adv, y, TAU)
+    return {"at": at, "cl": cl, "ascl": adv_positives, "ascl_symmetric": symmetric}
 
 
 @pytest.mark.parametrize("source", ATTACK_SOURCES)
@@ -133,18 +150,20 @@ def test_loss_is_weighted_sum(weights, source):
     assert out["loss"].item() == pytest.approx(expected, abs=1e-5)
 
 
-@pytest.mark.parametrize("reading", ["literal", "symmetric"])
+@pytest.mark.parametrize("anchors", ["both", "first"])
+@pytest.mark.parametrize("reading", ["adv_positives", "symmetric"])
 @pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("source", ATTACK_SOURCES)
-def test_unattacked_terms_equal_references(source, train, reading):
+def test_unattacked_terms_equal_references(source, train, reading, anchors):
     """With steps=0 and no random start each term is the clean-input reference loss (eq. 9 in
-    the objective's reading)."""
+    the objective's reading, over the objective's anchor set)."""
     net = randomise_bn(tiny_net(1)).train(train)
     batch = tiny_batch(1)
-    ref = references(net, *batch)
+    ref = references(net, *batch, anchors=anchors)
     if reading == "symmetric":
         ref["ascl"] = ref["ascl_symmetric"]
-    out = ascl_terms(net, *batch, objective((1.0, 0.5, 0.2), source, reading), NO_ATTACK)
+    obj = objective((1.0, 0.5, 0.2), source, reading, anchors)
+    out = ascl_terms(net, *batch, obj, NO_ATTACK)
     for k in ("at", "cl", "ascl"):
         assert out[k].item() == pytest.approx(ref[k], abs=1e-5), k
     expected = ref["at"] + 0.5 * ref["cl"] + 0.2 * ref["ascl"]
@@ -195,6 +214,59 @@ def test_unknown_attack_source_raises():
     """An attack_source outside ensemble/label_based/label_free is a ValueError."""
     with pytest.raises(ValueError):
         ASCLObjective(attack_source="mixed")
+
+
+def test_unknown_reading_or_anchors_raises():
+    """The old name "literal" and anchor sets other than both/first are ValueErrors."""
+    with pytest.raises(ValueError):
+        ASCLObjective(reading="literal")
+    with pytest.raises(ValueError):
+        ASCLObjective(anchors="second")
+    assert (ASCLObjective().reading, ASCLObjective().anchors) == ("adv_positives", "both")
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_first_anchors_reproduce_previous_loss_exactly(train):
+    """anchors="first", unattacked: the ASCL term equals, bit for bit, the previous formula on
+    the clean projection of view 1 alone."""
+    net = randomise_bn(tiny_net(8)).train(train)
+    x, v1, v2, y = tiny_batch(8)
+    copy_net = copy.deepcopy(net)
+    with torch.no_grad():
+        old = old_ascl_first_view(copy_net.project(v1, "clean"), copy_net.project(x, "adv"), y, TAU)
+    out = ascl_terms(net, x, v1, v2, y, objective((1.0, 0.5, 0.2), anchors="first"), NO_ATTACK)
+    assert torch.equal(out["ascl"].detach(), old)
+
+
+@pytest.mark.parametrize("source", ATTACK_SOURCES)
+def test_first_anchors_attacked_terms_match_previous_formula(source, monkeypatch):
+    """anchors="first" with PGD: every term is bit-identical to a run whose ASCL loss (in the
+    attack and in the term) is the previous formula."""
+    batch = tiny_batch(9)
+    attack = AttackConfig(8 / 255, 2 / 255, 2, random_start=True, train_mode=False)
+    obj = objective((1.0, 0.5, 0.2), source, anchors="first")
+
+    def run():
+        net = tiny_net(9).eval()
+        return ascl_terms(net, *batch, obj, attack, torch.Generator().manual_seed(3))
+
+    new = run()
+    monkeypatch.setitem(
+        objectives.ASCL_READINGS,
+        "adv_positives",
+        lambda za, ya, zv, yv, tau: old_ascl_first_view(za, zv, yv, tau),
+    )
+    old = run()
+    assert all(torch.equal(new[k], old[k]) for k in new)
+
+
+def test_both_anchors_differ_from_first():
+    """The 2N-anchor loss is a different number from the view-1 one on the same batch."""
+    net = tiny_net(10).eval()
+    batch = tiny_batch(10)
+    first = ascl_terms(net, *batch, objective((0.0, 0.0, 1.0), anchors="first"), NO_ATTACK)
+    both = ascl_terms(net, *batch, objective((0.0, 0.0, 1.0), anchors="both"), NO_ATTACK)
+    assert abs(first["ascl"].item() - both["ascl"].item()) > 1e-4
 
 
 @pytest.mark.parametrize("source", ATTACK_SOURCES)
@@ -258,21 +330,24 @@ def test_zero_weight_terms_are_neither_attacked_nor_computed(source):
     assert head_calls == []
 
 
+@pytest.mark.parametrize("anchors", ["first", "both"])
 @pytest.mark.parametrize("source", ATTACK_SOURCES)
-def test_no_cl_weight_means_no_view_pair_batch(source):
-    """With λ_CL = 0 the 2N batch of both SimCLR views is never fed to the encoder."""
+def test_no_cl_weight_means_no_view_pair_batch(source, anchors):
+    """With λ_CL = 0 the 2N batch of both SimCLR views is fed to the encoder only once, for the
+    clean ASCL anchors when anchors="both", and never with anchors="first"."""
     net = tiny_net(6).train()
     calls = []
     net.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     out = ascl_terms(
         net,
         *tiny_batch(6),
-        objective((1.0, 0.0, 0.2), source),
+        objective((1.0, 0.0, 0.2), source, anchors=anchors),
         AttackConfig(8 / 255, 2 / 255, 2),
         torch.Generator().manual_seed(0),
     )
     assert "cl" not in out
-    assert calls and all(b == N for b in calls)
+    assert calls.count(2 * N) == (1 if anchors == "both" else 0)
+    assert all(b in (N, 2 * N) for b in calls)
 
 
 def test_seeded_generator_makes_terms_deterministic():

@@ -340,3 +340,62 @@ def test_best_pgd_selection_runs_in_pretraining(tiny_params, toy_data, tmp_path)
     settings = config.pretrain_settings(p, "at")  # AT's own epochs (its recipe)
     metrics = run_pretrain(settings, data=toy_data, out=tmp_path / "e.pt", seed=0, track=False)
     assert metrics["selected_epoch"] in range(1, settings["train"]["epochs"] + 1)
+
+
+def test_fit_calls_epoch_start_with_each_epoch_also_after_a_resume(toy_data, tmp_path):
+    """`epoch_start` (the ε warm-up's hook) sees every epoch once, in order, before it runs;
+    a run resumed after epoch 2 starts with epoch 2."""
+    from ascl.data import load_dataset
+
+    ds = load_dataset(toy_data)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    seen: list[int] = []
+    ran: list[int] = []  # the epoch in effect at each step
+
+    def step(x, y, g):
+        ran.append(seen[-1])
+        return {"loss": nn.functional.cross_entropy(model(x), y)}
+
+    def train(stop_after_epoch=None):
+        with Run("t", enabled=False) as run:
+            fit(
+                model=model,
+                parameters=list(model.parameters()),
+                step=step,
+                x_train=ds.x_train,
+                y_train=ds.y_train,
+                epochs=4,
+                batch_size=16,
+                lr=0.1,
+                momentum=0.9,
+                weight_decay=0.0,
+                lr_milestones=[],
+                lr_gamma=1.0,
+                generator=torch.Generator().manual_seed(0),
+                ckpt_dir=tmp_path / "ckpt",
+                run=run,
+                stop_after_epoch=stop_after_epoch,
+                epoch_start=seen.append,
+            )
+
+    train(stop_after_epoch=2)
+    assert seen == [0, 1]
+    train()
+    assert seen == [0, 1, 2, 3]
+    steps_per_epoch = len(ran) // 4
+    assert ran == [e for e in range(4) for _ in range(steps_per_epoch)]
+
+
+def test_to_float_scales_uint8_into_a_new_tensor_and_refuses_floats():
+    from ascl.engine import to_float
+
+    x = torch.tensor([[0, 51, 255]], dtype=torch.uint8)
+    out = to_float(x)
+    assert out.dtype == torch.float32
+    assert out[0].tolist() == pytest.approx([0.0, 0.2, 1.0])
+    assert x.tolist() == [[0, 51, 255]]  # the input is untouched
+    scaled = out.clone()
+    with pytest.raises(TypeError, match="uint8"):
+        to_float(scaled)
+    assert torch.equal(scaled, out)  # nothing was divided in place before the error

@@ -95,6 +95,12 @@ def test_markdown_and_csv(tmp_path):
     assert float(rows[2]["sa_mean"]) == pytest.approx(73.0)
     assert float(rows[2]["sa_diff"]) == pytest.approx(-8.0)
     assert rows[1]["sa_mean"] == "" and rows[1]["status"] == PUBLISHED_ONLY
+    # per-seed values, in the order of the seeds column (read by the claims report)
+    assert rows[0]["seeds"] == "0;1" and rows[1]["seeds"] == "" and rows[1]["sa_seeds"] == ""
+    for r, method in ((rows[0], "at"), (rows[2], "ascl")):
+        for metric, idx in (("sa", 0), ("ra_pgd_eps8", 0), ("ra_aa", 1)):
+            per_seed = [float(v) for v in r[f"{metric}_seeds"].split(";")]
+            assert per_seed == [VALUES[(method, s)][idx][metric] for s in (0, 1)]
     summary = summarize([out_csv])
     assert summary == {
         "t": {
@@ -172,6 +178,11 @@ def test_matrix_excludes_diagonal_and_orients_target_rows(tmp_path):
     assert pairs[("AT", "ASCL")]["diff"] == pytest.approx(60.0 - 59.39)
     md = tmp_path / "m.md"
     write_table(MATRIX, tmp_path, md, tmp_path / "m.csv", published)
+    with (tmp_path / "m.csv").open() as f:
+        by_pair = {(r["row"], r["source"]): r for r in csv.DictReader(f)}
+    assert (
+        by_pair[("AT", "ASCL")]["ra_seeds"] == "60.0000" and by_pair[("AT", "ASCL")]["seeds"] == "0"
+    )
     lines = [ln for ln in md.read_text().splitlines() if ln.startswith("| AT ")]
     assert lines and lines[0].split("|")[2].strip() == "×"
 

@@ -8,9 +8,10 @@ is ever computed or accumulated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -102,6 +103,25 @@ class AttackConfig:
             d["train_mode"],
             d.get("start_std", cls.start_std),
         )
+
+
+def eps_warmup_factor(epoch: int, epochs: int, fraction: float) -> float:
+    """Multiplier of the training attack's eps and step size in (0-based) epoch `epoch`.
+
+    A linear warm-up over the first n = ceil(fraction * epochs) epochs: epoch e < n attacks at
+    e / n of the budget (epoch 0 clean), every later epoch at the full budget; fraction 0 = none.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"eps warm-up fraction must be in [0, 1], got {fraction}")
+    n = math.ceil(fraction * epochs - 1e-9)
+    return epoch / n if epoch < n else 1.0
+
+
+def scaled_attack(attack: AttackConfig, factor: float) -> AttackConfig:
+    """`attack` with eps and alpha multiplied by `factor` (the ε warm-up); factor 1 = itself."""
+    if factor == 1.0:
+        return attack
+    return replace(attack, eps=attack.eps * factor, alpha=attack.alpha * factor)
 
 
 def attack_with_config(

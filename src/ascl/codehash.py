@@ -14,6 +14,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -57,7 +58,19 @@ def module_path(name: str, root: Path = ROOT) -> Path | None:
 
 
 def _imported(path: Path, name: str, root: Path) -> set[str]:
-    """Names of the `ascl` modules that the source `path` (module `name`) imports."""
+    """Names of the `ascl` modules that the source `path` (module `name`) imports. Each file is
+    parsed once per version (its modification time and size) per process: a workflow parse asks
+    for the same modules once per job kind."""
+    stat = path.stat()
+    return set(_imported_cached(path, name, root, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _imported_cached(path: Path, name: str, root: Path, mtime_ns: int, size: int) -> frozenset[str]:
+    return frozenset(_parse_imports(path, name, root))
+
+
+def _parse_imports(path: Path, name: str, root: Path) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()

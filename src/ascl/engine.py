@@ -113,7 +113,12 @@ def resolve_precision(precision: str, device: torch.device | str) -> bool:
 
 
 def to_float(x_uint8: Tensor) -> Tensor:
-    """uint8 images (B, 3, H, W) -> float32 in [0, 1]."""
+    """uint8 images (B, 3, H, W) -> a new float32 tensor in [0, 1] (the input is never written).
+
+    Anything but uint8 is an error: a float batch is already scaled, and dividing it again would
+    silently shrink the images 255-fold."""
+    if x_uint8.dtype != torch.uint8:
+        raise TypeError(f"to_float expects uint8 images, got {x_uint8.dtype}")
     return x_uint8.float().div_(255.0)
 
 
@@ -305,8 +310,12 @@ def fit(
     schedule: str = "step",
     warmup_epochs: int = 0,
     select: Callable[[], float] | None = None,
+    epoch_start: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Train `parameters` of `model`; returns the last epoch's mean loss terms.
+
+    epoch_start: called with the 0-based epoch before each epoch runs (also the first epoch
+    after a resume), e.g. the pre-training's ε warm-up (`pretrain.PretrainStep.set_epoch`).
 
     select: model selection. Called after every epoch (model in whatever mode it returns to),
     its score (higher is better, e.g. PGD accuracy on held-out images) is logged as
@@ -354,6 +363,8 @@ def fit(
     means: dict[str, float] = {}
     best = state.get("best") if state is not None else None
     for epoch in range(start_epoch, epochs):
+        if epoch_start is not None:
+            epoch_start(epoch)
         (set_train_mode or model.train)()
         means = _run_epoch(
             step,

@@ -24,6 +24,19 @@ def _log_prob_over_others(z: Tensor, temperature: float) -> Tensor:
     return logits - torch.logsumexp(logits, dim=1, keepdim=True)
 
 
+def _mean_over_positives(log_prob: Tensor, positive: Tensor) -> Tensor:
+    """Mean over anchors of -(1/|P(i)|) Σ_{p∈P(i)} log_prob[i, p], anchors with P(i) = ∅ left out.
+
+    log_prob: (M, K) float; positive: (M, K) bool, row i marks P(i). A masked mean (no boolean
+    indexing, no host sync); 0 with a zero gradient when no anchor has a positive.
+    """
+    n_pos = positive.sum(dim=1)
+    has_pos = (n_pos > 0).to(log_prob.dtype)
+    pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    per_anchor = -pos_log_prob / n_pos.clamp(min=1)
+    return (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
+
+
 def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.5) -> Tensor:
     """Supervised contrastive loss of eq. (7) (Khosla et al., 2020, "L_out").
 
@@ -34,13 +47,7 @@ def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.5) -> Tensor:
     log_prob = _log_prob_over_others(z, temperature)
     positive = labels[:, None] == labels[None, :]
     positive.fill_diagonal_(False)
-    n_pos = positive.sum(dim=1)
-    has_pos = n_pos > 0
-    if not bool(has_pos.any()):
-        return z.sum() * 0.0
-    pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
-    per_anchor = -pos_log_prob[has_pos] / n_pos[has_pos]
-    return per_anchor.mean()
+    return _mean_over_positives(log_prob, positive)
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
@@ -55,38 +62,54 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     return supcon_loss(torch.cat([z1, z2]), torch.cat([instance, instance]), temperature)
 
 
-def ascl_loss(z_aug: Tensor, z_adv: Tensor, labels: Tensor, temperature: float = 0.5) -> Tensor:
-    """Adversarial supervised contrastive loss of eq. (9), symmetric (SupCon) reading.
-
-    z_aug: (N, D) projections of the augmented views x̃; z_adv: (N, D) projections of the
-    adversarial examples x + δ; labels: (N,). The contrastive set is the 2N entries
-    {x̃_k} ∪ {x_k + δ_k}; positives are all entries with the anchor's label (so each sample's own
-    adversarial example is always a positive of its augmented view and vice versa).
-    """
-    return supcon_loss(torch.cat([z_aug, z_adv]), torch.cat([labels, labels]), temperature)
-
-
-def ascl_loss_literal(
-    z_aug: Tensor, z_adv: Tensor, labels: Tensor, temperature: float = 0.5
+def ascl_symmetric(
+    z_aug: Tensor, aug_labels: Tensor, z_adv: Tensor, labels: Tensor, temperature: float = 0.5
 ) -> Tensor:
-    """Eq. (9) read literally: anchors are the augmented views, positives the adversarial
+    """Eq. (9), symmetric reading: SupCon (eq. 7) over the union {x̃} ∪ {x + δ}.
+
+    z_aug: (M, D) projections of the augmented views x̃ (M = N for one view per sample, 2N for
+    both SimCLR views); aug_labels: (M,); z_adv: (N, D) projections of the adversarial examples
+    x + δ; labels: (N,). Every one of the M + N entries is an anchor; its positives are all other
+    entries with its label (so each sample's adversarial example is a positive of its augmented
+    views and vice versa); the denominator runs over all other entries.
+    """
+    return supcon_loss(torch.cat([z_aug, z_adv]), torch.cat([aug_labels, labels]), temperature)
+
+
+def ascl_loss(z_aug: Tensor, z_adv: Tensor, labels: Tensor, temperature: float = 0.5) -> Tensor:
+    """`ascl_symmetric` with one augmented view per sample. z_aug, z_adv: (N, D); labels: (N,)."""
+    return ascl_symmetric(z_aug, labels, z_adv, labels, temperature)
+
+
+def ascl_adv_positives(
+    z_anchor: Tensor,
+    anchor_labels: Tensor,
+    z_adv: Tensor,
+    labels: Tensor,
+    temperature: float = 0.5,
+) -> Tensor:
+    """Eq. (9), reading `adv_positives`: anchors the augmented views, positives the adversarial
     examples of the anchor's class.
 
-    z_aug: (N, D) projections of the augmented views x̃ (one view per sample: the N anchors);
-    z_adv: (N, D) projections of the adversarial examples x + δ; labels: (N,). For anchor i,
-    P(i) = {x_p + δ_p : y_p = y_i} (its own adversarial example included, so P(i) is never
-    empty) and the denominator runs over A(i) = all 2N entries {x̃_k} ∪ {x_k + δ_k} but x̃_i.
-    Unlike `ascl_loss`, adversarial entries are never anchors and other augmented views of the
-    same class are never positives. Returns the mean over the N anchors.
+    The printed numerator is exp(z_i · z^adv / τ) inside a sum over p ∈ P(i): z^adv carries no
+    index. We infer the index p, i.e. z^adv_p, the projection of x_p + δ_p, so that P(i) is the
+    set of adversarial examples with y_p = y_i (the anchor's own included). This is an
+    inference, not the printed formula.
+
+    z_anchor: (M, D) clean projections of the anchors x̃_i (M = N for view 1 only, M = 2N for
+    both SimCLR views, eq. 4's I); anchor_labels: (M,); z_adv: (N, D) projections of the
+    adversarial examples x + δ; labels: (N,). For anchor i, P(i) = {x_p + δ_p : y_p = y_i} and
+    the denominator runs over A(i) = all M + N entries {x̃} ∪ {x + δ} but x̃_i. Adversarial
+    entries are never anchors and augmented views are never positives. Returns the mean over
+    anchors with at least one positive (all of them when every anchor's label is in `labels`).
     """
-    n = z_aug.shape[0]
-    log_prob = _log_prob_over_others(torch.cat([z_aug, z_adv]), temperature)[:n, n:]
-    positive = labels[:, None] == labels[None, :]  # (N anchors, N adversarial entries)
-    pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
-    return (-pos_log_prob / positive.sum(dim=1)).mean()
+    m = z_anchor.shape[0]
+    log_prob = _log_prob_over_others(torch.cat([z_anchor, z_adv]), temperature)[:m, m:]
+    positive = anchor_labels[:, None] == labels[None, :]  # (M anchors, N adversarial entries)
+    return _mean_over_positives(log_prob, positive)
 
 
-ASCL_READINGS = {"symmetric": ascl_loss, "literal": ascl_loss_literal}
+ASCL_READINGS = {"symmetric": ascl_symmetric, "adv_positives": ascl_adv_positives}
 
 
 def cross_entropy_loss(logits: Tensor, labels: Tensor) -> Tensor:

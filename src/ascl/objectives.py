@@ -49,6 +49,7 @@ StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
 VIEW_MAKERS = {"weak": weak_view, "simclr": simclr_view}
 
 ATTACK_SOURCES = ("ensemble", "label_based", "label_free")
+ASCL_ANCHORS = ("both", "first")
 
 
 class Objective:
@@ -80,14 +81,21 @@ class ASCLObjective(Objective):
     lambda_ascl: float = 0.2
     attack_source: str = "ensemble"
     temperature: float = 0.5
-    # eq. (9): "literal" (as printed: anchors x̃, positives the same-class adversarial examples,
-    # the default) or "symmetric" (SupCon over {x̃, x + δ}: every same-label entry a positive,
-    # the adversarial entries anchors too); losses.ascl_loss_literal / losses.ascl_loss
-    reading: str = "literal"
+    # eq. (9): "adv_positives" (the default: anchors x̃, positives the adversarial examples
+    # x_p + δ_p of the anchor's class; the printed numerator z^adv has no index, we infer p) or
+    # "symmetric" (SupCon over {x̃} ∪ {x + δ}: every same-label entry a positive, the adversarial
+    # entries anchors too); losses.ascl_adv_positives / losses.ascl_symmetric
+    reading: str = "adv_positives"
+    # the augmented views x̃ of eq. (9): "both" SimCLR views (eq. 4's I = {1…2N}, the default;
+    # 2N anchors, labels repeated) or "first" (view 1 only, N anchors). In the symmetric reading
+    # they are the x̃ half of the union. The ensemble's ASCL attack uses the same anchors.
+    anchors: str = "both"
 
     def __post_init__(self) -> None:
         if self.reading not in ASCL_READINGS:
             raise ValueError(f"reading must be one of {tuple(ASCL_READINGS)}, got {self.reading!r}")
+        if self.anchors not in ASCL_ANCHORS:
+            raise ValueError(f"anchors must be one of {ASCL_ANCHORS}, got {self.anchors!r}")
         if self.attack_source not in ATTACK_SOURCES:
             raise ValueError(
                 f"attack_source must be one of {ATTACK_SOURCES}, got {self.attack_source!r}"
@@ -111,6 +119,9 @@ def ascl_terms(
 
     x: (N, 3, H, W) weak view; view1, view2: (N, 3, H, W) SimCLR views; y: (N,) labels.
     Returns {"at", "cl", "ascl"} (those with non-zero weight) and "loss", their weighted sum.
+    The ASCL anchors are the clean projections of view1 (anchors="first", N) or of
+    [view1; view2] in one batch (anchors="both", 2N, labels [y; y]); the label-free attack's
+    reference is always the clean projection of view1.
     """
     obj, tau, n = objective, objective.temperature, x.shape[0]
     use_at, use_cl, use_ascl = obj.lambda_at > 0, obj.lambda_cl > 0, obj.lambda_ascl > 0
@@ -127,11 +138,16 @@ def ascl_terms(
         return nt_xent_loss(z[:n], z[n:], tau)
 
     views = torch.cat([view1, view2])
-    # Clean projection of view 1: a training target of the ASCL term (with gradient) and the
-    # reference of the label-free attack; without the ASCL term no graph is kept for it.
-    needs_view1 = use_ascl or (obj.attack_source == "label_free" and use_at)
+    # Clean projection of the anchors (view 1, or both views): a training target of the ASCL
+    # term (with gradient); its view-1 rows are the reference of the label-free attack. Without
+    # the ASCL term only view 1 is projected, and no graph is kept for it.
+    both = obj.anchors == "both"
+    y_anchor = torch.cat([y, y]) if both else y
+    needs_clean = use_ascl or (obj.attack_source == "label_free" and use_at)
     with torch.set_grad_enabled(use_ascl and torch.is_grad_enabled()):
-        z_view1 = model.project(view1, "clean") if needs_view1 else None
+        anchor_views = views if both and use_ascl else view1
+        z_anchor = model.project(anchor_views, "clean") if needs_clean else None
+    z_view1 = z_anchor[:n] if z_anchor is not None else None
 
     x_at = x_cl = x_ascl = None
     if obj.attack_source == "ensemble":
@@ -140,8 +156,10 @@ def ascl_terms(
         if use_cl:
             x_cl = attack_with(nt_xent_pair_loss, views)
         if use_ascl:
-            z_ref = z_view1.detach()
-            x_ascl = attack_with(lambda xa: ascl_loss(z_ref, model.project(xa, "adv"), y, tau), x)
+            z_ref = z_anchor.detach()
+            x_ascl = attack_with(
+                lambda xa: ascl_loss(z_ref, y_anchor, model.project(xa, "adv"), y, tau), x
+            )
     elif obj.attack_source == "label_based":
         if use_at or use_ascl:
             x_at = x_ascl = attack_with(ce_attack_loss(y), x)
@@ -166,7 +184,7 @@ def ascl_terms(
         terms["cl"] = nt_xent_loss(z[:n], z[n:], tau)
         loss = loss + obj.lambda_cl * terms["cl"]
     if use_ascl:
-        terms["ascl"] = ascl_loss(z_view1, model.project(x_ascl, "adv"), y, tau)
+        terms["ascl"] = ascl_loss(z_anchor, y_anchor, model.project(x_ascl, "adv"), y, tau)
         loss = loss + obj.lambda_ascl * terms["ascl"]
     terms["loss"] = loss
     return terms

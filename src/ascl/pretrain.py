@@ -8,7 +8,7 @@ import torch
 
 from ascl import checkpoint
 from ascl.artifacts import build_pretrain_net, cluster_counts, load_pseudo_labels
-from ascl.attacks import AttackConfig
+from ascl.attacks import AttackConfig, eps_warmup_factor, scaled_attack
 from ascl.augment import AugmentConfig
 from ascl.data import load_dataset
 from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device, subset
@@ -18,17 +18,39 @@ from ascl.objectives import build_objective
 from ascl.tracking import file_hash, job_run, params_hash, source_hash
 
 
-def make_step(settings: dict, model: PretrainNet):
-    """The per-batch function of the method's objective: (x, y, generator) -> loss terms.
+class PretrainStep:
+    """The per-batch function of a method's objective: (x, y, generator) -> loss terms.
 
     x: (B, 3, H, W) images in [0, 1]; y: (B,) class labels, or for an objective with pseudo
     labels (advcl) the (B, K) pseudo labels of its K clusterings (see run_pretrain).
+    `set_epoch(e)` applies the ε warm-up of `pretrain.eps_warmup` (`attacks.eps_warmup_factor`)
+    to every attack of the objective during epoch e (0-based); without a warm-up it changes
+    nothing.
     """
-    spec = settings["objective"]
-    train = settings["train"]
-    aug = AugmentConfig.from_dict(settings["augment"])
-    attack = AttackConfig.from_settings(train["attack"])
-    return build_objective(spec, train["temperature"]).step(model, aug, attack)
+
+    def __init__(self, settings: dict, model: PretrainNet) -> None:
+        train = settings["train"]
+        self.objective = build_objective(settings["objective"], train["temperature"])
+        self.model = model
+        self.aug = AugmentConfig.from_dict(settings["augment"])
+        self.full_attack = AttackConfig.from_settings(train["attack"])
+        self.attack = self.full_attack
+        self.epochs = train["epochs"]
+        self.eps_warmup = train.get("eps_warmup", 0.0)
+
+    def set_epoch(self, epoch: int) -> None:
+        factor = eps_warmup_factor(epoch, self.epochs, self.eps_warmup)
+        self.attack = scaled_attack(self.full_attack, factor)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
+        return self.objective.step(self.model, self.aug, self.attack)(x, y, generator)
+
+
+def make_step(settings: dict, model: PretrainNet) -> PretrainStep:
+    """The per-batch function of the method's objective (`PretrainStep`), at epoch 0."""
+    step = PretrainStep(settings, model)
+    step.set_epoch(0)
+    return step
 
 
 # Model selection (`pretrain.model_selection: best_pgd`): Rice et al. (2020) keep the epoch of
@@ -157,10 +179,12 @@ def run_pretrain(
         ckpt_dir=ckpt_dir,
         run_id_out=run_id_out,
     ) as run:
+        step = make_step(settings, model)
         metrics = fit(
             model=model,
             parameters=list(model.parameters()),
-            step=make_step(settings, model),
+            step=step,
+            epoch_start=step.set_epoch,
             x_train=x,
             y_train=y,
             **recipe(train),

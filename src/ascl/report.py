@@ -3,7 +3,9 @@
 A table spec (built by the workflow from params.yaml `paper:`) names its rows, each a
 (method, finetuning strategy, target) triple or `published_only`, the metrics to show and the
 seeds. Every value is the mean ± sample std over seeds, shown next to the published value
-(`ascl/reference/published.yaml`) and the difference ours − published. Rows are never dropped:
+(`ascl/reference/published.yaml`) and the difference ours − published; the CSV also keeps the
+per-seed values (`<metric>_seeds`, "v0;v1;..." in the order of the `seeds` column), which the
+claims report (`ascl.claims`) tests. Rows are never dropped:
 a row the pipeline does not train is marked "published only"; with `partial=True` a row whose
 metrics files do not exist yet is marked "not computed" (otherwise that is an error naming the
 file). Table 2 is a matrix (`kind: matrix`): rows are target models, columns source models of
@@ -102,13 +104,13 @@ def _items(rows) -> list:
 
 
 def _cell(values: list[float] | None, published: float | None) -> dict:
-    """{"mean", "std", "published", "diff"}; absent values are None."""
+    """{"mean", "std", "published", "diff", "values"}; absent values are None."""
     mean = std = diff = None
     if values is not None:
         mean, std = mean_std(values)
         if published is not None:
             diff = mean - published
-    return {"mean": mean, "std": std, "published": published, "diff": diff}
+    return {"mean": mean, "std": std, "published": published, "diff": diff, "values": values}
 
 
 def _seed_metrics(
@@ -270,18 +272,24 @@ def to_csv(spec: dict, rows: list[dict]) -> str:
     writer = csv.writer(buf)
     matrix = spec.get("kind", "rows") == "matrix"
     metrics = ["ra"] if matrix else spec["metrics"]
-    cols = [c for m in metrics for c in (f"{m}_mean", f"{m}_std", f"{m}_published", f"{m}_diff")]
+    parts = ("mean", "std", "published", "diff", "seeds")
+    cols = [f"{m}_{k}" for m in metrics for k in parts]
     key_cols = ["row", "source"] if matrix else ["row"]
-    writer.writerow([*key_cols, "method", "strategy", "target", *cols, "n_seeds", "status"])
+    header = [*key_cols, "method", "strategy", "target", *cols, "seeds", "n_seeds", "status"]
+    writer.writerow(header)
+    seeds = ";".join(str(s) for s in spec["seeds"])
     for r in rows:
-        values = [
-            "" if r[m][k] is None else f"{r[m][k]:.4f}"
-            for m in metrics
-            for k in ("mean", "std", "published", "diff")
-        ]
+        values = []
+        for m in metrics:
+            cell = r[m]
+            values += ["" if cell[k] is None else f"{cell[k]:.4f}" for k in parts[:-1]]
+            per_seed = cell.get("values")
+            values.append("" if per_seed is None else ";".join(f"{v:.4f}" for v in per_seed))
         keys = [r["row"], r["source"]] if matrix else [r["row"]]
+        measured = seeds if r["n_seeds"] else ""
         writer.writerow(
-            [*keys, r["method"], r["strategy"], r["target"], *values, r["n_seeds"], r["status"]]
+            [*keys, r["method"], r["strategy"], r["target"], *values, measured, r["n_seeds"]]
+            + [r["status"]]
         )
     return buf.getvalue()
 
