@@ -206,7 +206,9 @@ def plot(rows: list[dict], path: Path, chance: float = 10.0) -> None:
     names = [n for n in VARIANTS if any(r["variant"] == n for r in rows)]
     if not methods:
         return
-    fig, axes = plt.subplots(2, len(methods), figsize=(2.6 * len(methods), 6.4), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(methods), figsize=(2.3 * len(methods), 6.0), squeeze=False, sharex=True
+    )
     for j, m in enumerate(methods):
         for i, key in enumerate(("sa", "ra_pgd_eps8")):
             ax = axes[i][j]
@@ -215,7 +217,10 @@ def plot(rows: list[dict], path: Path, chance: float = 10.0) -> None:
                 ax.scatter([k] * len(vals), vals, s=14, color=f"C{k % 10}")
             if key == "sa":
                 ax.axhline(2 * chance, color="grey", lw=0.6, ls=":")
-            ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
+            ax.set_xticks(
+                range(len(names)), names if i == 1 else [], rotation=60, fontsize=7, ha="right"
+            )
+            ax.set_xlim(-0.5, len(names) - 0.5)
             ax.set_ylim(0, 100)
             ax.set_title(f"{m} ({ROWS[m]}): {'SA' if key == 'sa' else 'RA-PGD-20'}", fontsize=9)
     fig.suptitle("Pre-study on seeds the final run does not use; dotted: 2x chance", fontsize=10)

@@ -77,3 +77,45 @@ def test_a_server_that_cannot_start_is_one_clear_error(tmp_path, monkeypatch):
         local_server.start(tmp_path, store="nosuchscheme://x")
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert not (tmp_path / local_server.STATE).exists()
+
+
+def test_stop_leaves_a_group_that_is_no_longer_the_server_alone(tmp_path, capsys):
+    """A state file whose process group now belongs to another program (pid reuse after a
+    reboot) stops nothing: a one-line note, the state file removed, the program still alive."""
+    import json
+    import subprocess
+    import sys
+
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        state = tmp_path / local_server.STATE
+        state.parent.mkdir(parents=True)
+        recorded = {"cmdline": [sys.executable, "-m", "mlflow", "server"], "start": 1}
+        state.write_text(json.dumps({"pgid": other.pid, "url": "x", "identity": recorded}))
+        local_server.stop(tmp_path)
+        assert other.poll() is None  # still running
+        assert not state.exists()
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"process group {other.pid}" in err
+        # the same group recorded with its own identity is stopped
+        state.write_text(
+            json.dumps(
+                {"pgid": other.pid, "url": "x", "identity": local_server.identity(other.pid)}
+            )
+        )
+        local_server.stop(tmp_path)
+        assert other.wait(timeout=15) is not None
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+
+
+def test_identity_is_the_command_line_and_start_time():
+    import os
+
+    me = local_server.identity(os.getpid())
+    assert me is not None and me["cmdline"] and isinstance(me["start"], int)
+    assert local_server.identity(2**22 + 12345) is None  # no such process

@@ -117,6 +117,10 @@ def check_paper_outputs_go_to_one_paper_run(uri, tmp_path, experiment, monkeypat
     log_paper_outputs([fig], "figures")
     client = MlflowClient(uri)
     (paper,) = _runs_named(client, experiment, PAPER_RUN)
+    from ascl.environment import environment_tags
+
+    expected = environment_tags()
+    assert {k: paper.data.tags.get(k) for k in expected} == expected
     assert [a.path for a in client.list_artifacts(paper.info.run_id, "tables")] == [
         "tables/table1.md"
     ]
@@ -179,8 +183,19 @@ def test_jobs_tag_and_log_what_they_wrote(tiny_params, toy_data, tmp_path, monke
     )
     run_pgd(config.evaluate_settings(p), model_path=clf, data=toy_data, out=met, seed=0)
     client = MlflowClient(tracking_uri())
+    import importlib.metadata
+
+    import torch
+
+    from ascl.environment import packages_hash
+
     for id_file, path in (("pre.txt", enc), ("ft.txt", clf)):
         tags = client.get_run(Path(id_file).read_text().strip()).data.tags
+        # the environment the job ran on (the job process has torch loaded)
+        assert tags["env.torch"] == importlib.metadata.version("torch")
+        assert tags["env.packages_hash"] == packages_hash()
+        assert tags["env.cuda"] == str(torch.version.cuda or "none (CPU build)")
+        assert tags["env.device"] != "not loaded"
         assert tags["artifact.path"] == path.name
         assert tags["artifact.md5"] == hashlib.md5(path.read_bytes()).hexdigest()
     ft_id = Path("ft.txt").read_text().strip()

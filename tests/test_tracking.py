@@ -92,3 +92,31 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         assert client.get_run(run_id).info.status == "FINISHED"
         history = client.get_metric_history(run_id, "m")
         assert sorted(m.step for m in history) == list(range(20))
+
+
+def test_environment_tags_name_the_packages_and_the_device():
+    """The packages hash changes with any distribution's version; torch's entries come from the
+    loaded module (this process has torch)."""
+    import importlib.metadata as md
+
+    import torch
+
+    from ascl import environment
+
+    tags = environment.environment_tags()
+    assert tags["env.torch"] == md.version("torch")
+    assert tags["env.cuda"] == str(torch.version.cuda or "none (CPU build)")
+    assert tags["env.device"].startswith("cpu") or torch.cuda.is_available()
+    listed = environment.packages()
+    assert f"torch=={md.version('torch')}" in listed and listed == sorted(listed)
+    real = environment.packages
+
+    def bumped():
+        return [p if not p.startswith("torch==") else "torch==0.0.1" for p in real()]
+
+    before = environment.packages_hash()
+    environment.packages = bumped
+    try:
+        assert environment.packages_hash() != before
+    finally:
+        environment.packages = real

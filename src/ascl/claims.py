@@ -924,6 +924,18 @@ def write_claims(
     paper = evaluate_claims(claims, published_cells(published), None, published)
     for r, p in zip(rows, paper, strict=True):
         r["paper"] = p["status"]
+    from ascl.environment import environment_tags
+
+    env = environment_tags()
+    sections += [
+        "",
+        "## Environment",
+        "",
+        f"This report: Python {env['env.python']}, torch {env['env.torch']}, packages hash "
+        f"{env['env.packages_hash']} (`ascl.environment`), {env['env.platform']}. Every "
+        "training and evaluation run of the tables carries the same `env.*` tags in MLflow, with "
+        "its CUDA / cuDNN build and device.",
+    ]
     md = to_markdown(rows, paper, title, sections, claims.get("alpha", 0.05))
     atomic_write_text(out_csv, to_csv(rows))
     if out_json is not None:

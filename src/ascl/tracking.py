@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ascl.environment import environment_tags
 from ascl.mlflow_stores import Store, open_store
 from ascl.timing import timed
 
@@ -189,7 +190,12 @@ class Run:
             exp_id = _retry(lambda: store.experiment_id(self.experiment))
             if exp_id is None:
                 exp_id = self._create_experiment(store)
-        tags = {RUN_NAME_TAG: self.name, "git_commit": git_commit(), **self.tags}
+        tags = {
+            RUN_NAME_TAG: self.name,
+            "git_commit": git_commit(),
+            **environment_tags(),
+            **self.tags,
+        }
         if self.parent_run_id:
             tags[PARENT_RUN_TAG] = self.parent_run_id
         resumed = self._resumable(store, exp_id)
@@ -349,6 +355,9 @@ def log_paper_outputs(paths: Sequence[str | Path], artifact_path: str) -> None:
             tags = {RUN_NAME_TAG: PAPER_RUN, "stage": "paper"}
             run_id = _retry(lambda: store.create_run(exp_id, tags, PAPER_RUN))
             _retry(lambda: store.set_status(run_id, "FINISHED"))
+    # the environment of the latest report written into the run
+    env = [(k, v) for k, v in environment_tags().items()]
+    _retry(lambda: store.log_batch(run_id, tags=env))
     for path in paths:
         if Path(path).is_file():
             _retry(lambda path=path: store.log_artifact(run_id, str(path), artifact_path))
