@@ -224,7 +224,7 @@ def test_server_paper_outputs_go_to_one_paper_run(mlflow_server, tmp_path, monke
 
 
 def test_server_through_mlflows_own_client(mlflow_server, monkeypatch):  # noqa: F811
-    """`ASCL_MLFLOW_CLIENT=mlflow` (and TLS settings) switch jobs to MLflow's client: same
+    """`ASCL_MLFLOW_CLIENT=mlflow` switches jobs to MLflow's client: same
     lifecycle."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("ASCL_MLFLOW_CLIENT", "mlflow")

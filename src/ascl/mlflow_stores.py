@@ -9,11 +9,15 @@
 - `MlflowStore`: everything else (`sqlite:///...`, `databricks`, `file:` ...) through
   `mlflow.tracking.MlflowClient`, and any URI when `ASCL_MLFLOW_CLIENT=mlflow` is set.
 
-Authentication as MLflow's client reads it: `MLFLOW_TRACKING_TOKEN` (bearer) or
-`MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD` (basic). With any TLS setting of MLflow's
-client (`MLFLOW_TRACKING_INSECURE_TLS`, `..._SERVER_CERT_PATH`, `..._CLIENT_CERT_PATH`) the
-official client is used. Errors carry the server's `error_code` (e.g. RESOURCE_ALREADY_EXISTS)
-and HTTP status in their message, which is what `ascl.tracking` retries or handles.
+Authentication and TLS as MLflow's client reads them: `MLFLOW_TRACKING_TOKEN` (bearer) or
+`MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD` (basic); `MLFLOW_TRACKING_INSECURE_TLS`
+(no certificate check), `MLFLOW_TRACKING_SERVER_CERT_PATH` (the CA bundle to trust) and
+`MLFLOW_TRACKING_CLIENT_CERT_PATH` (a client certificate, with its key in the same file).
+Searches follow `next_page_token` until `max_results` runs are read. Artifacts are streamed from
+their file, never read into memory whole. A failed call is an `MlflowError` carrying the
+server's `error_code` (e.g. RESOURCE_ALREADY_EXISTS), the HTTP status and whether it is
+transient (a connection error, HTTP 429 or 5xx; with the server's `Retry-After`), which is what
+`ascl.tracking` retries.
 """
 
 from __future__ import annotations
@@ -22,19 +26,14 @@ import base64
 import json
 import mimetypes
 import os
+import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-TLS_SETTINGS = (
-    "MLFLOW_TRACKING_INSECURE_TLS",
-    "MLFLOW_TRACKING_SERVER_CERT_PATH",
-    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
-)
+from typing import Any, BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
@@ -71,13 +70,56 @@ def open_store(uri: str) -> Store:
     """The store for a tracking URI (see the module's docstring for which one)."""
     rest = uri.startswith(("http://", "https://"))
     official = os.environ.get("ASCL_MLFLOW_CLIENT") == "mlflow"
-    if rest and not official and not any(os.environ.get(k) for k in TLS_SETTINGS):
+    if rest and not official:
         return RestStore(uri)
     return MlflowStore(uri)
 
 
 class MlflowError(RuntimeError):
-    """A failed REST call: `error_code` and HTTP status are in the message."""
+    """A failed REST call: `error_code` and HTTP status are in the message; `status` is the
+    HTTP status (None: no answer), `transient` whether a retry may succeed (no answer, 429 or
+    5xx), `retry_after` the seconds the server asked to wait (None: not said)."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds of a Retry-After header (delta-seconds; an HTTP date is read as 1 s)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 1.0
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def tls_context() -> ssl.SSLContext | None:
+    """The TLS settings of MLflow's client as an SSL context (None: the defaults)."""
+    insecure = _truthy("MLFLOW_TRACKING_INSECURE_TLS")
+    ca = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    client = os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH")
+    if not (insecure or ca or client):
+        return None
+    context = ssl.create_default_context(cafile=ca or None)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if client:
+        context.load_cert_chain(client)
+    return context
 
 
 def _now_ms() -> int:
@@ -85,10 +127,12 @@ def _now_ms() -> int:
 
 
 class RestStore:
-    def __init__(self, uri: str, timeout: float = 60.0) -> None:
+    def __init__(self, uri: str, timeout: float = 60.0, page_size: int = 1000) -> None:
         self.base = uri.rstrip("/")
         self.timeout = timeout
+        self.page_size = page_size  # runs per search request (MLflow's own limit: 50000)
         self._artifact_uris: dict[str, str] = {}
+        self._tls = tls_context()
 
     def _headers(self) -> dict[str, str]:
         token = os.environ.get("MLFLOW_TRACKING_TOKEN")
@@ -106,8 +150,9 @@ class RestStore:
         endpoint: str,
         body: dict | None = None,
         query: dict | None = None,
-        data: bytes | None = None,
+        data: bytes | BinaryIO | None = None,
         content_type: str = "application/json",
+        length: int | None = None,
     ) -> dict[str, Any]:
         url = f"{self.base}/api/2.0/{endpoint}"
         if query:
@@ -117,9 +162,13 @@ class RestStore:
         headers = self._headers()
         if data is not None:
             headers["Content-Type"] = content_type
+        if length is not None:  # a file object: streamed in blocks by http.client
+            headers["Content-Length"] = str(length)
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout, context=self._tls
+            ) as response:
                 raw = response.read()
         except urllib.error.HTTPError as err:
             text = err.read().decode(errors="replace")
@@ -128,7 +177,11 @@ class RestStore:
                 text = f"{detail.get('error_code', '')}: {detail.get('message', text)}"
             except ValueError:
                 pass
-            raise MlflowError(f"MLflow {endpoint}: HTTP {err.code} {text}"[:2000]) from None
+            raise MlflowError(
+                f"MLflow {endpoint}: HTTP {err.code} {text}"[:2000],
+                status=err.code,
+                retry_after=_retry_after(err.headers.get("Retry-After") if err.headers else None),
+            ) from None
         except (urllib.error.URLError, OSError) as err:
             raise MlflowError(f"MLflow {endpoint}: connection failed ({err})") from None
         return json.loads(raw) if raw.strip() else {}
@@ -184,15 +237,23 @@ class RestStore:
     def search_runs(
         self, experiment_ids: list[str], filter_string: str, max_results: int, order_by=None
     ) -> list[RunRecord]:
-        body = {
-            "experiment_ids": experiment_ids,
-            "filter": filter_string,
-            "max_results": max_results,
-            "order_by": list(order_by or []),
-        }
-        return [
-            self._record(r) for r in self._call("POST", "mlflow/runs/search", body).get("runs", [])
-        ]
+        runs: list[RunRecord] = []
+        token = None
+        while len(runs) < max_results:
+            body = {
+                "experiment_ids": experiment_ids,
+                "filter": filter_string,
+                "max_results": min(self.page_size, max_results - len(runs)),
+                "order_by": list(order_by or []),
+            }
+            if token:
+                body["page_token"] = token
+            got = self._call("POST", "mlflow/runs/search", body)
+            runs += [self._record(r) for r in got.get("runs", [])]
+            token = got.get("next_page_token")
+            if not token:
+                break
+        return runs
 
     def log_batch(self, run_id, metrics=(), params=(), tags=()) -> None:
         body = {
@@ -215,12 +276,14 @@ class RestStore:
         parsed = urllib.parse.urlparse(root)
         rel = "/".join(p for p in (parsed.path.strip("/"), artifact_path, Path(path).name) if p)
         content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        self._call(
-            "PUT",
-            "mlflow-artifacts/artifacts/" + urllib.parse.quote(rel),
-            data=Path(path).read_bytes(),
-            content_type=content_type,
-        )
+        with open(path, "rb") as f:
+            self._call(
+                "PUT",
+                "mlflow-artifacts/artifacts/" + urllib.parse.quote(rel),
+                data=f,
+                content_type=content_type,
+                length=os.fstat(f.fileno()).st_size,
+            )
 
 
 class MlflowStore:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ascl.environment import environment_tags
-from ascl.mlflow_stores import Store, open_store
+from ascl.mlflow_stores import MlflowError, Store, open_store
 from ascl.timing import timed
 
 T = TypeVar("T")
@@ -58,18 +58,26 @@ def _store_lock(uri: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _transient(err: Exception) -> bool:
+    """Whether a store error may pass on retry: the REST client says so itself (no answer,
+    HTTP 429 or 5xx); MLflow's own client over SQLite fails transiently on a locked database."""
+    if isinstance(err, MlflowError):
+        return err.transient
+    text = str(err).lower()
+    return any(s in text for s in ("database is locked", "database is busy", "timed out"))
+
+
 def _retry(fn: Callable[[], T], attempts: int = 8, base_delay: float = 0.2) -> T:
+    """fn(), retried with exponential backoff (or the server's Retry-After) on transient store
+    errors; any other error at once."""
     for attempt in range(attempts):
         try:
             return fn()
         except Exception as err:  # noqa: BLE001 - only transient store errors are retried
-            transient = any(
-                s in str(err).lower()
-                for s in ("locked", "busy", "timed out", "connection", "503", "502")
-            )
-            if not transient or attempt == attempts - 1:
+            if not _transient(err) or attempt == attempts - 1:
                 raise
-            time.sleep(base_delay * 2**attempt)
+            wait = getattr(err, "retry_after", None)
+            time.sleep(base_delay * 2**attempt if wait is None else min(wait, 60.0))
     raise AssertionError("unreachable")
 
 
