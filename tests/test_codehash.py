@@ -152,3 +152,45 @@ def test_the_package_has_no_import_cycle():
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+def test_editing_unrelated_code_keeps_the_pretraining_hash_own_code_changes_it(tmp_path):
+    """The checkpoint fingerprint of a training job is its own code hash: a help string of the
+    figures or a t-SNE edit leaves it, a loss edit changes it."""
+    root = _copy(tmp_path)
+    before = codehash.code_hash("pretrain", root)
+    for unrelated in ("figures.py", "evaluations/tsne.py", "claims.py"):
+        with (root / unrelated).open("a") as f:
+            f.write("\n# edited\n")
+    assert codehash.code_hash("pretrain", root) == before
+    with (root / "losses.py").open("a") as f:
+        f.write("\n# edited\n")
+    assert codehash.code_hash("pretrain", root) != before
+
+
+@pytest.mark.parametrize("own_code_edited", [False, True])
+def test_a_killed_pretraining_resumes_unless_its_own_code_changed(
+    own_code_edited, tiny_params, toy_data, tmp_path, monkeypatch, capsys
+):
+    """Kill after epoch 1 (stop_after_epoch), then rerun: the same job code resumes from the
+    checkpoint; a changed code hash of the job starts afresh with a one-line reason."""
+    from ascl import config, pretrain
+
+    settings = config.pretrain_settings(tiny_params, "ascl")
+    settings["train"]["epochs"] = 2
+    ckpt = tmp_path / "ckpt"
+    args = {"data": toy_data, "out": tmp_path / "enc.pt", "seed": 0, "ckpt_dir": ckpt}
+    pretrain.run_pretrain(settings, **args, track=False, stop_after_epoch=1)
+    assert (ckpt / "epoch-1.pt").exists() and not (tmp_path / "enc.pt").exists()
+    capsys.readouterr()
+    if own_code_edited:
+        real = pretrain.code_hash
+        monkeypatch.setattr(pretrain, "code_hash", lambda kind: "edited" + real(kind))
+    pretrain.run_pretrain(settings, **args, track=False)
+    err = capsys.readouterr().err
+    assert (tmp_path / "enc.pt").exists()
+    if own_code_edited:
+        assert "belong to other settings or code; starting afresh" in err
+        assert "resumed" not in err
+    else:
+        assert "resumed from epoch 1" in err

@@ -20,12 +20,13 @@ from ascl import checkpoint
 from ascl.artifacts import load_pretrained
 from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import AugmentConfig, weak_view
+from ascl.codehash import code_hash
 from ascl.data import load_dataset
 from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device, subset
 from ascl.errors import ParamsError
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
-from ascl.tracking import file_hash, job_run, params_hash, source_hash
+from ascl.tracking import file_hash, job_run, params_hash
 
 
 def trades_adversary(
@@ -167,7 +168,7 @@ def run_finetune(
             set_train_mode=set_train_mode,
             desc=name,
             fingerprint=params_hash(settings)
-            + source_hash()
+            + code_hash("finetune")
             + file_hash(encoder)
             + file_hash(data),
         )

@@ -10,12 +10,13 @@ from ascl import checkpoint
 from ascl.artifacts import build_pretrain_net, cluster_counts, load_pseudo_labels
 from ascl.attacks import AttackConfig, eps_warmup_factor, scaled_attack
 from ascl.augment import AugmentConfig
+from ascl.codehash import code_hash
 from ascl.data import load_dataset
 from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device, subset
 from ascl.errors import ParamsError
 from ascl.models import PretrainNet
 from ascl.objectives import build_objective
-from ascl.tracking import file_hash, job_run, params_hash, source_hash
+from ascl.tracking import file_hash, job_run, params_hash
 
 
 class PretrainStep:
@@ -195,7 +196,7 @@ def run_pretrain(
             stop_after_epoch=stop_after_epoch,
             select=selection_score(model, held_out, train) if held_out else None,
             fingerprint=params_hash(settings)
-            + source_hash()
+            + code_hash("pretrain")
             + file_hash(data)
             + (file_hash(pseudo_labels) if pseudo_labels is not None else ""),
         )

@@ -87,15 +87,6 @@ def params_hash(settings: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def source_hash() -> str:
-    """Short hash of the package's Python sources (part of checkpoint fingerprints)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
 def file_hash(path: str | Path) -> str:
     """Short sha256 of a file's content (inputs in checkpoint fingerprints)."""
     digest = hashlib.sha256()
