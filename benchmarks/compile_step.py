@@ -34,10 +34,11 @@ import torch  # noqa: E402
 
 from ascl import config  # noqa: E402
 from ascl.artifacts import build_pretrain_net  # noqa: E402
-from ascl.engine import compile_encoder, place_model, to_float  # noqa: E402
+from ascl.engine import compile_encoder, place_model  # noqa: E402
 from ascl.metrics import robust_accuracy  # noqa: E402
 from ascl.models import Classifier  # noqa: E402
 from ascl.pretrain import make_step  # noqa: E402
+from ascl.tensors import to_float  # noqa: E402
 
 
 def synthetic(n: int, size: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

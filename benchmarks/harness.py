@@ -178,8 +178,9 @@ def ours_loop(
     With count_flops, one more (untimed) step runs under `FlopCounterMode`; its total FLOPs
     (forward and backward of every attack step and of the loss, as executed) come back under
     "flops_per_step"."""
-    from ascl.engine import epoch_batches, place_model, resolve_precision, to_float
+    from ascl.engine import epoch_batches, place_model, resolve_precision
     from ascl.pretrain import make_step
+    from ascl.tensors import to_float
 
     precision = precision or settings["train"].get("precision", "auto")
     bf16 = resolve_precision(precision, device)
@@ -428,8 +429,9 @@ def precision_worker(spec: dict) -> dict[str, Any]:
     one fixed batch and fixed weights, without attack (x + δ = x) and with the configured PGD
     from the same random start; relative differences of each term and ‖Δg‖/‖g‖ of the parameter
     gradients of the total loss (backward outside autocast, as `ascl.engine.fit`)."""
-    from ascl.engine import place_model, to_float
+    from ascl.engine import place_model
     from ascl.objectives import ASCLObjective, AttackConfig, ascl_terms
+    from ascl.tensors import to_float
 
     device = torch.device(spec["device"])
     settings = pretrain_settings(spec["width"])
@@ -501,8 +503,8 @@ def eval_worker(spec: dict) -> dict[str, Any]:
     """Train a classifier briefly (clean CE, then BN statistics recalibrated on the training
     images), then time PGD-20 via `robust_accuracy`."""
     from ascl.config import evaluate_settings, load_params
-    from ascl.engine import to_float
     from ascl.metrics import accuracy, robust_accuracy
+    from ascl.tensors import to_float
 
     device = torch.device(spec["device"])
     model = _classifier(spec["width"]).to(device)
@@ -587,7 +589,7 @@ def _import_autoattack():
 
 def autoattack_worker(spec: dict) -> dict[str, Any]:
     """AutoAttack (standard, l∞, eps 8/255, seed 0) on the classifier saved by `eval`."""
-    from ascl.engine import to_float
+    from ascl.tensors import to_float
 
     AutoAttack = _import_autoattack()
     device = torch.device(spec["device"])

@@ -79,7 +79,7 @@ def phases(batch: int, width: int, steps: int, channels_last: bool = False) -> l
     """Per-phase seconds of `steps` training steps (after one warm-up step)."""
     import ascl.objectives as objectives
     import ascl.pretrain as pretrain
-    from ascl.engine import to_float
+    from ascl.tensors import to_float
 
     settings = harness.pretrain_settings(width)
     model = _model(settings, channels_last)
@@ -148,8 +148,8 @@ def operator_families(
 ) -> tuple[list[list], str]:
     from torch.profiler import ProfilerActivity, profile
 
-    from ascl.engine import to_float
     from ascl.pretrain import make_step
+    from ascl.tensors import to_float
 
     settings = harness.pretrain_settings(width)
     model = _model(settings, channels_last)

@@ -169,7 +169,7 @@ class Runner:
         self.step = make_step(settings, self.model)
 
     def run(self, x_u8: torch.Tensor, y: torch.Tensor, batches: list, seed: int) -> list[float]:
-        from ascl.engine import to_float
+        from ascl.tensors import to_float
 
         generator = torch.Generator().manual_seed(seed)
         times = []
@@ -205,7 +205,8 @@ class Runner:
 
 
 def in_process(args: argparse.Namespace) -> list[list]:
-    from ascl.engine import epoch_batches, to_float
+    from ascl.engine import epoch_batches
+    from ascl.tensors import to_float
 
     settings = harness.pretrain_settings(args.width)
     base = harness.build_model(settings)

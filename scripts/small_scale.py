@@ -113,7 +113,7 @@ def head_accuracy(
 ) -> tuple[float, float]:
     """Clean and PGD-10 (8/255, step 2/255) accuracy of the pre-training classifier head."""
     from ascl.attacks import pgd
-    from ascl.engine import to_float
+    from ascl.tensors import to_float
 
     model.eval()
     x = to_float(x_uint8)
@@ -138,7 +138,7 @@ def head_accuracy(
 def term_gradients(model, step, x_uint8: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Norm of each loss term's gradient w.r.t. the encoder weights on one fixed batch, and the
     cosine between the AT term's gradient and each other term's (BN statistics restored)."""
-    from ascl.engine import to_float
+    from ascl.tensors import to_float
 
     buffers = {
         k: v.clone()
@@ -170,7 +170,7 @@ def representation_spread(model, x_uint8: torch.Tensor) -> dict[str, float]:
     ``spread_<branch>`` = ||std over images|| / ||mean over images|| of the encoder features
     (0 = every image has the same features) and ``cos_<branch>`` = mean pairwise cosine of the
     projections (1 = all projections identical)."""
-    from ascl.engine import to_float
+    from ascl.tensors import to_float
 
     model.eval()
     x = to_float(x_uint8)

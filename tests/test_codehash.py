@@ -194,3 +194,74 @@ def test_a_killed_pretraining_resumes_unless_its_own_code_changed(
         assert "resumed" not in err
     else:
         assert "resumed from epoch 1" in err
+
+
+# docs/architecture.md's layer table: a module imports only its own layer and the ones before.
+LAYERS = {
+    "errors": ["ascl.errors"],
+    "params": ["ascl.config", "ascl.registry"],
+    "pure core": [
+        "ascl.tensors",
+        "ascl.losses",
+        "ascl.attacks",
+        "ascl.augment",
+        "ascl.models",
+        "ascl.metrics",
+        "ascl.objectives",
+    ],
+    "infrastructure": [
+        "ascl.engine",
+        "ascl.checkpoint",
+        "ascl.tracking",
+        "ascl.mlflow_stores",
+        "ascl.local_server",
+        "ascl.timing",
+        "ascl.environment",
+        "ascl.data",
+        "ascl.codehash",
+    ],
+    "artifacts": ["ascl.artifacts"],
+    "jobs": ["ascl.pretrain", "ascl.pseudo_labels", "ascl.finetune", "ascl.evaluations"],
+    "reports": ["ascl.report", "ascl.claims", "ascl.figures"],
+    "entry points": ["ascl.cli", "ascl.evaluations.cli", "ascl.preflight", "ascl.__main__"],
+}
+
+
+def layer_of(module: str) -> int | None:
+    """Index in LAYERS of the longest entry that is `module` or a package holding it."""
+    best = None
+    for i, modules in enumerate(LAYERS.values()):
+        for m in modules:
+            if (module == m or module.startswith(m + ".")) and (best is None or len(m) > best[1]):
+                best = (i, len(m))
+    return None if best is None else best[0]
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    names = list(LAYERS)
+    out = []
+    for module, imports in sorted(graph.items()):
+        if module == "ascl":
+            continue
+        own = layer_of(module)
+        if own is None:
+            out.append(f"{module}: in no layer of LAYERS")
+            continue
+        for m in sorted(imports - {"ascl"}):
+            theirs = layer_of(m)
+            if theirs is None or theirs > own:
+                layer = "no layer" if theirs is None else names[theirs]
+                out.append(f"{module} ({names[own]}) imports {m} ({layer})")
+    return out
+
+
+def test_every_module_imports_only_its_layer_and_the_ones_before():
+    assert layer_violations(_import_graph()) == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    graph = {"ascl.metrics": {"ascl.engine"}, "ascl.losses": {"ascl.errors"}, "ascl.new": set()}
+    assert layer_violations(graph) == [
+        "ascl.metrics (pure core) imports ascl.engine (infrastructure)",
+        "ascl.new: in no layer of LAYERS",
+    ]

@@ -17,7 +17,6 @@ from ascl import checkpoint, config
 from ascl.cli import main
 from ascl.data import CIFAR10C_CORRUPTIONS, load_corrupted, write_npz_atomic
 from ascl.data import corrupt as corrupt_mod
-from ascl.engine import subset, to_float
 from ascl.evaluations import (
     EVALUATIONS,
     blackbox,
@@ -32,6 +31,7 @@ from ascl.evaluations import landscape_weight as lw
 from ascl.evaluations.common import load_model
 from ascl.metrics import accuracy, robust_accuracy
 from ascl.models import Classifier, ResNet18Encoder
+from ascl.tensors import subset, to_float
 from ascl.tracking import tracking_uri
 
 CPU = torch.device("cpu")

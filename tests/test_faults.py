@@ -16,7 +16,7 @@ The faults are injected without hooks in the package: the jobs run with a `sitec
 functions of `ascl.engine` and `ascl.checkpoint` when they are imported and SIGKILLs the process
 at the requested point:
 
-    ASCL_TEST_FAULT=<job>:step:<n>          at the n-th batch (engine.to_float call) of the job
+    ASCL_TEST_FAULT=<job>:step:<n>          at the n-th batch (the training loop's to_float)
     ASCL_TEST_FAULT=<job>:segv:<n>          a segmentation fault (not a kill) at the n-th batch
     ASCL_TEST_FAULT=<job>:torn:<file>       half-way through writing <file> (fsynced temp file)
     ASCL_TEST_FAULT=<job>:unrenamed:<file>  after the temp file of <file> is complete, before the

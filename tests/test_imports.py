@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from ascl.cli import COMMAND_MODULES, _command_module
-from ascl.evaluations import REGISTRY
+from ascl.registry import REGISTRY
 
 HEAVY = ("mlflow", "matplotlib", "sklearn", "autoattack", "pyautoattack", "pandas", "sqlalchemy")
 # What each command may load, because its work needs it.

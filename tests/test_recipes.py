@@ -388,7 +388,7 @@ def test_fit_calls_epoch_start_with_each_epoch_also_after_a_resume(toy_data, tmp
 
 
 def test_to_float_scales_uint8_into_a_new_tensor_and_refuses_floats():
-    from ascl.engine import to_float
+    from ascl.tensors import to_float
 
     x = torch.tensor([[0, 51, 255]], dtype=torch.uint8)
     out = to_float(x)

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 
 from ascl import checkpoint
-from ascl.engine import subset
 from ascl.errors import FormatError, ParamsError
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
 from ascl.objectives import ROTATION_CLASSES
+from ascl.tensors import subset
 
 
 def cluster_counts(clusters: int | Sequence[int]) -> tuple[int, ...]:

@@ -385,7 +385,7 @@ COMMAND_MODULES = {
 
 
 def _command_module(command: str) -> str | None:
-    from ascl.evaluations import REGISTRY
+    from ascl.registry import REGISTRY
 
     if command in REGISTRY:
         return f"ascl.evaluations.{REGISTRY[command].key}"
@@ -394,7 +394,7 @@ def _command_module(command: str) -> str | None:
 
 def run(args: argparse.Namespace) -> None:
     """Run one command: a job, a data set, a table, the claims, or an evaluation / figure."""
-    from ascl.evaluations import REGISTRY as EVALUATION_COMMANDS
+    from ascl.registry import REGISTRY as EVALUATION_COMMANDS
 
     module = _command_module(args.command)
     if module is not None:  # a job: its log tells import time from work (`ascl.timing`)

@@ -18,7 +18,7 @@ import functools
 import hashlib
 from pathlib import Path
 
-from ascl.evaluations import EVALUATIONS
+from ascl.registry import EVALUATIONS
 
 PACKAGE = "ascl"
 ROOT = Path(__file__).resolve().parent

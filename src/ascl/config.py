@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from ascl.errors import ParamsError  # noqa: F401 - raised here, re-exported
-from ascl.evaluations import EVALUATIONS, FIGURE_OUTPUTS
+from ascl.registry import EVALUATIONS, FIGURE_OUTPUTS
 
 SCHEMA_PATH = Path(str(resources.files("ascl") / "params.schema.yaml"))
 
@@ -298,7 +298,7 @@ def evaluate_settings(params: dict) -> dict:
 
 
 def evaluation_settings(params: dict, kind: str) -> dict:
-    """Everything one job of evaluation `kind` (a key of `ascl.evaluations.EVALUATIONS`, e.g.
+    """Everything one job of evaluation `kind` (a key of `ascl.registry.EVALUATIONS`, e.g.
     "autoattack") depends on: its `evaluate.<kind>` section, the evaluation batch size (unless
     the section sets its own), the data caps and the device (JSON-serialisable)."""
     if kind not in EVALUATIONS:

@@ -22,10 +22,11 @@ from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import AugmentConfig, weak_view
 from ascl.codehash import code_hash
 from ascl.data import load_dataset
-from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device, subset
+from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device
 from ascl.errors import ParamsError
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
+from ascl.tensors import subset
 from ascl.tracking import file_hash, job_run, params_hash
 
 

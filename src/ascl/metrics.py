@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ascl.attacks import pgd
-from ascl.engine import to_float
 from ascl.losses import cross_entropy_loss
+from ascl.tensors import to_float
 
 
 @torch.no_grad()

@@ -12,10 +12,11 @@ from ascl.attacks import AttackConfig, eps_warmup_factor, scaled_attack
 from ascl.augment import AugmentConfig
 from ascl.codehash import code_hash
 from ascl.data import load_dataset
-from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device, subset
+from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device
 from ascl.errors import ParamsError
 from ascl.models import PretrainNet
 from ascl.objectives import build_objective
+from ascl.tensors import subset
 from ascl.tracking import file_hash, job_run, params_hash
 
 

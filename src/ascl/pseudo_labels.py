@@ -14,7 +14,7 @@ device.
 
 File (.npz, written atomically): ``labels`` (K, N) int64, row k in 0..clusters[k]-1;
 ``clusters`` (K,) int64; ``index`` (N,) int64, the positions of the N labelled images in the
-data set's training split (`engine.subset` with data.max_train, the selection `run_pretrain`
+data set's training split (`tensors.subset` with data.max_train, the selection `run_pretrain`
 applies); ``data_hash``, the short sha256 of the data set file.
 """
 
@@ -28,9 +28,10 @@ import torch
 from torch import Tensor
 
 from ascl.artifacts import cluster_counts, load_pretrained, training_index
-from ascl.engine import resolve_device, to_float
+from ascl.engine import resolve_device
 from ascl.errors import ParamsError
 from ascl.models import PretrainNet
+from ascl.tensors import to_float
 
 KMEANS_N_INIT = 1  # scikit-learn's default for k-means++ init (n_init="auto")
 FEATURE_BATCH = 512  # eval mode: the batch size does not change the features

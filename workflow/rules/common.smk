@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from ascl import codehash as ascl_codehash
 from ascl import config as ascl_config
-from ascl import evaluations as ascl_evaluations
+from ascl import registry as ascl_registry
 from ascl import local_server as ascl_local_server
 from ascl import report as ascl_report
 
@@ -29,8 +29,8 @@ IMAGE_SIZE_ARG = (
 )
 SEEDS = config["seeds"]
 SRC = Path(workflow.basedir).parent / "src" / "ascl"
-# Output file of each evaluation a figure can plot (ascl.evaluations.REGISTRY).
-FIGURE_INPUT = ascl_evaluations.FIGURE_OUTPUTS
+# Output file of each evaluation a figure can plot (ascl.registry.REGISTRY).
+FIGURE_INPUT = ascl_registry.FIGURE_OUTPUTS
 EVAL_DIR = "results/evaluate/{method}/{strategy}/{target}/seed{seed}"
 EVAL_LOG = "logs/evaluate/{method}/{strategy}/{target}/seed{seed}"
 

@@ -27,12 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from ascl import checkpoint
-from ascl.engine import to_float
 from ascl.errors import ParamsError
 from ascl.evaluations.common import (
     evaluation_job,
     write_json,
 )
+from ascl.tensors import to_float
 from ascl.tracking import file_hash, params_hash
 
 

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from ascl.errors import ParamsError
-from ascl.evaluations import REGISTRY
+from ascl.registry import REGISTRY
 
 # Extra command-line options of some evaluations (Evaluation.options): option name ->
 # (argparse flags, argparse keywords, job-function keyword).

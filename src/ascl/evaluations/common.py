@@ -2,7 +2,7 @@
 
 Every job loads a finetuned classifier (`ascl.finetune.load_classifier`) in eval mode with its
 parameters frozen (attacks differentiate with respect to the input only), takes the test images
-through the same seeded cap as the PGD evaluation (`ascl.engine.subset`, seed 0, so all jobs
+through the same seeded cap as the PGD evaluation (`ascl.tensors.subset`, seed 0, so all jobs
 and models see the same images), runs inside one MLflow child run of the model's run, and
 writes its outputs atomically (temporary file + rename) only once everything is computed.
 """
@@ -21,8 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from ascl import checkpoint
-from ascl.engine import resolve_device, subset
+from ascl.engine import resolve_device
 from ascl.errors import FormatError
+from ascl.tensors import subset
 from ascl.tracking import Run, params_hash
 
 

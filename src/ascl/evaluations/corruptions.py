@@ -17,7 +17,6 @@ from typing import Any
 from torch import Tensor, nn
 
 from ascl.data import CIFAR10C_CORRUPTIONS, FormatError, load_corrupted
-from ascl.engine import subset
 from ascl.evaluations.common import (
     cap,
     evaluation_job,
@@ -25,6 +24,7 @@ from ascl.evaluations.common import (
     write_json,
 )
 from ascl.metrics import accuracy
+from ascl.tensors import subset
 
 
 def severity_accuracies(

@@ -22,12 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from ascl.data import write_npz_atomic
-from ascl.engine import to_float
 from ascl.errors import ParamsError
 from ascl.evaluations.common import (
     evaluation_job,
     write_csv,
 )
+from ascl.tensors import to_float
 
 
 @torch.no_grad()

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ascl.engine import to_float
 from ascl.evaluations.common import (
     evaluation_job,
     grid,
     write_csv,
 )
 from ascl.metrics import mean_loss
+from ascl.tensors import to_float
 
 
 def directions(

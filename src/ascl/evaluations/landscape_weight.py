@@ -26,13 +26,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ascl.engine import to_float
 from ascl.evaluations.common import (
     evaluation_job,
     grid,
     write_csv,
 )
 from ascl.metrics import mean_loss, pgd_examples
+from ascl.tensors import to_float
 
 
 def filter_normalized_direction(model: nn.Module, generator: torch.Generator) -> dict[str, Tensor]:

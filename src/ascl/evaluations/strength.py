@@ -19,13 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from ascl.attacks import pgd
-from ascl.engine import to_float
 from ascl.evaluations.common import (
     evaluation_job,
     write_csv,
 )
 from ascl.losses import cross_entropy_loss
 from ascl.metrics import accuracy, robust_accuracy
+from ascl.tensors import to_float
 
 
 def steps_curve(

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ascl.engine import to_float
 from ascl.evaluations.common import (
     evaluation_job,
     write_csv,
 )
+from ascl.tensors import to_float
 
 
 @torch.no_grad()
