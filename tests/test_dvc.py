@@ -119,3 +119,62 @@ def test_dvc_repro_reruns_only_affected_jobs_and_results_travel_through_a_remote
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
     status = run([str(BIN / "dvc"), "status"], other).stdout
     assert "up to date" in status.lower(), status
+
+
+class _Reads(dict):
+    """params that records which top-level keys are read (params[k], params.get(k), k in)."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+def _stage_reads() -> dict[str, set[str]]:
+    """Top-level params keys each stage's jobs read: their settings and the jobs that exist."""
+    p = config.load_params(REPO / "params.yaml")
+    reads = {}
+    peer = config.deep_merge(p, {"protocol": "peer"})  # the recipes are read only then
+    for stage, build in {
+        "pretrain": lambda q: (
+            [config.pretrain_settings(q, m) for m in config.pretrain_methods(q)]
+            + [config.pseudo_label_settings(q, "advcl")]
+        ),
+        "finetune": lambda q: [
+            config.finetune_settings(q, s) for _, s, _ in config.finetune_jobs(q)
+        ],
+        "evaluate": lambda q: (
+            [config.evaluate_settings(q)]
+            + [config.evaluation_settings(q, k) for k in q["evaluate"] if k in config.EVALUATIONS]
+        ),
+    }.items():
+        reads[stage] = set()
+        for params in (p, peer):
+            q = _Reads(params)
+            build(q)
+            reads[stage] |= q.read
+    return reads
+
+
+def test_each_stage_lists_every_params_key_its_jobs_read():
+    """`dvc repro` after a params change reruns a stage whose jobs' settings change: every
+    top-level key a stage's settings read is in its dvc.yaml params (the key or a sub-key)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    missing = {}
+    for stage, keys in _stage_reads().items():
+        listed = {str(k).split(".")[0] for k in stages[stage]["params"]}
+        if keys - listed:
+            missing[stage] = sorted(keys - listed)
+    assert missing == {}
+    assert {"protocol", "recipes"} <= _stage_reads()["pretrain"]  # the reads are seen
