@@ -35,8 +35,12 @@ TRAIN_SIZES = {
     "digits20": 1_438,
 }
 TEST_SIZES = {"cifar10": 10_000, "cifar100": 10_000, "stl10": 8_000, "digits10": 359}
-# Dense bf16 peak (TFLOP/s) of common GPUs, for MFU; others: no MFU.
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+# Dense peak (TFLOP/s) of common GPUs per compute dtype, for MFU (the dtype the job's steps run
+# in: bf16 tensor cores under autocast, plain fp32 otherwise); others: no MFU.
+PEAK_TFLOPS = {
+    "bf16": {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0},
+    "fp32": {"H200": 67.0, "H100": 67.0, "A100": 19.5, "L40S": 91.6, "A10": 31.2},
+}
 
 
 @dataclass
@@ -52,14 +56,29 @@ class Row:
     total_h: float
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start a row's peak-memory count (CUDA; a CPU process's peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def _peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _time_steps(step, params, batch, n_steps, device) -> tuple[float, float]:
-    """(seconds per optimiser step, FLOPs per step) of `step` on a synthetic batch."""
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch as `engine.epoch_batches` makes them: full batches only
+    (the last partial one is dropped), one batch when the set is smaller than a batch."""
+    return max(1, n_train // batch_size)
+
+
+def _time_steps(step, params, batch, n_steps, device, bf16=False) -> tuple[float, float]:
+    """(seconds per optimiser step, FLOPs per step) of `step` on a synthetic batch, with the
+    step under bf16 autocast exactly where the job's `fit` puts it (`bf16`)."""
+    from contextlib import nullcontext
+
     from torch.utils.flop_counter import FlopCounterMode
 
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -68,7 +87,8 @@ def _time_steps(step, params, batch, n_steps, device) -> tuple[float, float]:
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
 
     def one() -> None:
-        terms = step(x, y, torch.Generator().manual_seed(1))
+        with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            terms = step(x, y, torch.Generator().manual_seed(1))
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt.step()
@@ -92,7 +112,7 @@ def batch_labels(batch: int, device: torch.device) -> torch.Tensor:
     return (torch.arange(batch) % 10).to(device)
 
 
-def _row(kind, name, n_jobs, seconds, batch, flops, device, job_h) -> Row:
+def _row(kind, name, n_jobs, seconds, batch, flops, device, job_h, bf16=False) -> Row:
     """A table row from one kind's measured step time and projected hours of one job."""
     return Row(
         kind,
@@ -101,17 +121,17 @@ def _row(kind, name, n_jobs, seconds, batch, flops, device, job_h) -> Row:
         seconds,
         batch / seconds,
         _peak_memory_gb(device),
-        _mfu(flops, seconds, device),
+        _mfu(flops, seconds, device, "bf16" if bf16 else "fp32"),
         job_h,
         job_h * n_jobs,
     )
 
 
-def _mfu(flops: float, step_s: float, device: torch.device) -> float | None:
+def _mfu(flops: float, step_s: float, device: torch.device, dtype: str) -> float | None:
     if device.type != "cuda" or flops <= 0:
         return None
     name = torch.cuda.get_device_name(device)
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    peak = next((v for k, v in PEAK_TFLOPS[dtype].items() if k in name), None)
     return None if peak is None else flops / step_s / (peak * 1e12)
 
 
@@ -127,7 +147,7 @@ def preflight(
     numbers were obtained."""
     from ascl import finetune, pretrain
     from ascl.artifacts import build_pretrain_net, cluster_counts
-    from ascl.engine import place_model, resolve_device
+    from ascl.engine import place_model, resolve_device, resolve_precision
     from ascl.metrics import robust_accuracy
     from ascl.models import Classifier
 
@@ -164,11 +184,12 @@ def preflight(
             def step(x, y, g, _inner=step, _k=k):
                 return _inner(x, torch.stack([y % 2] * _k, 1), g)
 
-        seconds, flops = _time_steps(step, list(model.parameters()), batch, n_steps, device)
+        bf16 = resolve_precision(train.get("precision", "auto"), device)
+        _reset_peak_memory(device)
+        seconds, flops = _time_steps(step, list(model.parameters()), batch, n_steps, device, bf16)
         full_step = seconds * scale(train["batch_size"])
-        steps_per_epoch = math.ceil(n_train / train["batch_size"])
-        job_h = train["epochs"] * steps_per_epoch * full_step / 3600
-        rows.append(_row("pretrain", method, seeds, seconds, batch, flops, device, job_h))
+        job_h = train["epochs"] * steps_per_epoch(n_train, train["batch_size"]) * full_step / 3600
+        rows.append(_row("pretrain", method, seeds, seconds, batch, flops, device, job_h, bf16))
     jobs = config.finetune_jobs(params)
     for strategy in sorted({s for _, s, _ in jobs}):
         settings = config.finetune_settings(params, strategy)
@@ -182,12 +203,15 @@ def preflight(
             model.encoder.eval()
         batch = min(cpu_batch, settings["batch_size"]) if reduced else settings["batch_size"]
         trainable = [p for p in model.parameters() if p.requires_grad]
+        bf16 = resolve_precision(settings.get("precision", "auto"), device)
+        _reset_peak_memory(device)
         seconds, flops = _time_steps(
-            finetune.make_step(settings, model), trainable, batch, n_steps, device
+            finetune.make_step(settings, model), trainable, batch, n_steps, device, bf16
         )
         full_step = seconds * scale(settings["batch_size"])
-        job_h = settings["epochs"] * math.ceil(n_train / settings["batch_size"]) * full_step / 3600
-        rows.append(_row("finetune", strategy, n_jobs, seconds, batch, flops, device, job_h))
+        epoch_steps = steps_per_epoch(n_train, settings["batch_size"])
+        job_h = settings["epochs"] * epoch_steps * full_step / 3600
+        rows.append(_row("finetune", strategy, n_jobs, seconds, batch, flops, device, job_h, bf16))
     ev = config.evaluate_settings(params)
     encoder = build_pretrain_net(config.pretrain_settings(params, "ascl"), 10).encoder
     model = Classifier(encoder, 10, params["model"]["eval_branch"])
@@ -196,6 +220,7 @@ def preflight(
     x = torch.rand(batch, 3, 32, 32).to(device)
     y = batch_labels(batch, device)
     pgd = ev["pgd"]
+    _reset_peak_memory(device)  # evaluation attacks run in fp32, as the jobs do
     t0 = time.perf_counter()
     for _ in range(n_steps):
         robust_accuracy(
