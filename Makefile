@@ -21,8 +21,9 @@ smoke: $(STAMP)
 	$(BIN)/snakemake --configfile config/smoke.yaml --cores $(CORES) --resources gpu=$(CORES)
 
 # The paper's claims at CPU scale: the whole DAG on the offline data with three seeds, in the
-# regime of docs/small-scale.md (config/mini.yaml); 82 minutes on 2 cores (measured, see
-# docs/results-mini/README.md). Its claims report is results/paper/claims.md.
+# regime chosen by the pre-study of docs/small-scale.md (config/mini.yaml); see
+# docs/results-mini/README.md for its measured wall time on 2 cores. Its claims report is
+# results/paper/claims.md.
 mini: $(STAMP)
 	$(BIN)/snakemake --configfile config/mini.yaml --cores $(CORES) --resources gpu=$(CORES)
 

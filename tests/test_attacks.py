@@ -351,3 +351,23 @@ def test_scaled_attack_scales_eps_and_step_only():
         False,
         0.001,
     )
+
+
+def test_one_conversion_of_attack_budgets():
+    """Budgets and steps in the params' 1/255 units become pixel fractions in one place
+    (`attacks.pixel_units`); no module divides an attack setting by 255 itself."""
+    import re
+    from pathlib import Path
+
+    from ascl.attacks import pixel_units
+
+    assert pixel_units(8) == 8 / 255 and pixel_units(0) == 0.0
+    src = Path(__file__).resolve().parents[1] / "src" / "ascl"
+    by_hand = [
+        f"{p.relative_to(src)}:{i}"
+        for p in src.rglob("*.py")
+        if p.name != "attacks.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"(eps|alpha|\bc|\be)[\"'\]\)\w]*\s*/\s*255\b", line)
+    ]
+    assert by_hand == []

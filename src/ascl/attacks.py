@@ -80,6 +80,12 @@ def pgd(
     return (x + delta).detach()
 
 
+def pixel_units(value: float) -> float:
+    """A perturbation budget or step in the params' units of 1/255 as a fraction of the [0, 1]
+    pixel range: the one conversion of every attack setting (8 -> 8/255)."""
+    return value / 255
+
+
 @dataclass(frozen=True)
 class AttackConfig:
     """l∞ PGD settings; eps and alpha in [0, 1] pixel units."""
@@ -96,8 +102,8 @@ class AttackConfig:
     def from_settings(cls, d: dict) -> AttackConfig:
         """From a params `attack` section (eps/alpha in units of 1/255)."""
         return cls(
-            d["eps"] / 255,
-            d["alpha"] / 255,
+            pixel_units(d["eps"]),
+            pixel_units(d["alpha"]),
             d["steps"],
             d["random_start"],
             d["train_mode"],

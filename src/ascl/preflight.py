@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ascl import config
+from ascl.attacks import pixel_units
 
 # Training-set size of each data set (the projection's steps per epoch); the offline stand-ins
 # hold their own sizes in their files, but a preflight is about the full-scale sets.
@@ -227,8 +228,8 @@ def preflight(
             model,
             x,
             y,
-            eps=pgd["eps"][0] / 255,
-            alpha=pgd["alpha"] / 255,
+            eps=pixel_units(pgd["eps"][0]),
+            alpha=pixel_units(pgd["alpha"]),
             steps=pgd["steps"],
             random_start=pgd["random_start"],
             batch_size=batch,

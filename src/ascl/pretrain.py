@@ -8,7 +8,7 @@ import torch
 
 from ascl import checkpoint
 from ascl.artifacts import build_pretrain_net, cluster_counts, load_pseudo_labels
-from ascl.attacks import AttackConfig, eps_warmup_factor, scaled_attack
+from ascl.attacks import AttackConfig, eps_warmup_factor, pixel_units, scaled_attack
 from ascl.augment import AugmentConfig
 from ascl.codehash import code_hash
 from ascl.data import load_dataset
@@ -100,8 +100,8 @@ def selection_score(model: PretrainNet, held_out, train: dict):
         head,
         x,
         y,
-        eps=attack["eps"] / 255,
-        alpha=attack["alpha"] / 255,
+        eps=pixel_units(attack["eps"]),
+        alpha=pixel_units(attack["alpha"]),
         steps=SELECTION_PGD_STEPS,
         random_start=True,
         batch_size=train["batch_size"],

@@ -7,7 +7,6 @@ by name where a command runs. See `ascl.evaluations` for the table of evaluation
 one.
 """
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ascl import checkpoint
+from ascl.attacks import pixel_units
 from ascl.errors import ParamsError
 from ascl.evaluations.common import (
     evaluation_job,
@@ -202,7 +203,7 @@ def run_autoattack(
                 model,
                 xb,
                 yb,
-                eps=settings["eps"] / 255,
+                eps=pixel_units(settings["eps"]),
                 version=settings["version"],
                 square_queries=settings.get("square_queries"),
                 target_classes=settings.get("target_classes"),

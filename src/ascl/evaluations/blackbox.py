@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ascl.attacks import pixel_units
 from ascl.data import FormatError, write_npz_atomic
 from ascl.evaluations.common import (
     evaluation_job,
@@ -39,8 +40,8 @@ def craft(model: nn.Module, x: Tensor, y: Tensor, settings: dict, seed: int) -> 
         model,
         x,
         y,
-        eps=settings["eps"] / 255,
-        alpha=settings["alpha"] / 255,
+        eps=pixel_units(settings["eps"]),
+        alpha=pixel_units(settings["alpha"]),
         steps=settings["steps"],
         random_start=settings["random_start"],
         batch_size=settings["batch_size"],

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ascl.attacks import pixel_units
 from ascl.evaluations.common import (
     evaluation_job,
     grid,
@@ -77,7 +78,7 @@ def run_landscape_input(settings: dict, *, out: str | Path, **job_args: Any) -> 
             y,
             d1=d1,
             d2=d2,
-            coords=[c / 255 for c in coords],
+            coords=[pixel_units(c) for c in coords],
             batch_size=settings["batch_size"],
         )
         # back to 1/255 units exactly (the row order is a-major over `coords`)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ascl.attacks import pixel_units
 from ascl.evaluations.common import (
     evaluation_job,
     grid,
@@ -80,8 +81,8 @@ def adversarial_loss(
         model,
         x,
         y,
-        eps=attack["eps"] / 255,
-        alpha=attack["alpha"] / 255,
+        eps=pixel_units(attack["eps"]),
+        alpha=pixel_units(attack["alpha"]),
         steps=attack["steps"],
         random_start=attack["random_start"],
         batch_size=batch_size,

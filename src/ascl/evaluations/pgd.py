@@ -10,6 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ascl import checkpoint
+from ascl.attacks import pixel_units
 from ascl.engine import compile_encoder
 from ascl.evaluations.common import evaluation_job
 from ascl.metrics import accuracy, robust_accuracy
@@ -24,8 +25,8 @@ def pgd_metrics(model: nn.Module, x: Tensor, y: Tensor, settings: dict, seed: in
             model,
             x,
             y,
-            eps=eps / 255,
-            alpha=pgd_cfg["alpha"] / 255,
+            eps=pixel_units(eps),
+            alpha=pixel_units(pgd_cfg["alpha"]),
             steps=pgd_cfg["steps"],
             random_start=pgd_cfg["random_start"],
             batch_size=settings["batch_size"],

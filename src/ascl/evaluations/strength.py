@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ascl.attacks import pgd
+from ascl.attacks import pgd, pixel_units
 from ascl.evaluations.common import (
     evaluation_job,
     write_csv,
@@ -122,24 +122,26 @@ def eps_curve(
 def strength_rows(model: nn.Module, x: Tensor, y: Tensor, settings: dict, seed: int) -> list:
     """[(kind, value, ra)] of both sweeps (values in steps and 1/255 units)."""
     common = {
-        "alpha": settings["alpha"] / 255,
+        "alpha": pixel_units(settings["alpha"]),
         "random_start": settings["random_start"],
         "batch_size": settings["batch_size"],
         "seed": seed,
     }
     by_steps = steps_curve(
-        model, x, y, eps=settings["eps"] / 255, steps=list(settings["steps"]), **common
+        model, x, y, eps=pixel_units(settings["eps"]), steps=list(settings["steps"]), **common
     )
     by_eps = eps_curve(
         model,
         x,
         y,
-        eps_grid=[e / 255 for e in settings["eps_grid"]],
+        eps_grid=[pixel_units(e) for e in settings["eps_grid"]],
         steps=settings["fixed_steps"],
         **common,
     )
     rows = [("steps", k, by_steps[k]) for k in settings["steps"]]
-    rows += [("eps", e, by_eps[e / 255]) for e in settings["eps_grid"]]  # same float keys as above
+    rows += [
+        ("eps", e, by_eps[pixel_units(e)]) for e in settings["eps_grid"]
+    ]  # same float keys as above
     return rows
 
 
