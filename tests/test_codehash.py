@@ -5,6 +5,7 @@ not from a hand-kept list): checked against the standard library's own import sc
 from __future__ import annotations
 
 import modulefinder
+import re
 import shutil
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def test_editing_a_module_reruns_exactly_its_importers(module, tmp_path):
     root = _copy(tmp_path)
     before = {k: codehash.code_hash(k, root) for k in codehash.ENTRY}
     with (root / module).open("a") as f:
-        f.write("\n# edited\n")
+        f.write("\n_EDITED = 1\n" if module.endswith(".py") else "\n# edited\n")
     after = {k: codehash.code_hash(k, root) for k in codehash.ENTRY}
     changed = {k for k in before if before[k] != after[k]}
     importers = {
@@ -94,10 +95,12 @@ def test_known_dependencies():
     }
     assert {"claims.py", "reference/published.yaml"} <= files["claims"]
     assert "engine.py" not in files["claims"] and "losses.py" not in files["table"]
-    for kind in ("pretrain", "finetune", "evaluate", "evaluations"):
+    for kind in ("pretrain", "finetune", "evaluate", "evaluations.strength"):
         assert "losses.py" in files[kind] and "engine.py" in files[kind]
     assert "models.py" not in files["download"]
-    assert "evaluations/strength.py" in files["evaluations"]  # imported by name (importlib)
+    # imported by name (importlib): each evaluation kind holds its own module and no other's
+    assert "evaluations/strength.py" in files["evaluations.strength"]
+    assert "evaluations/tsne.py" not in files["evaluations.autoattack"]
     with pytest.raises(ValueError, match="unknown job kind 'trian'"):
         codehash.code_hash("trian")
 
@@ -161,11 +164,42 @@ def test_editing_unrelated_code_keeps_the_pretraining_hash_own_code_changes_it(t
     before = codehash.code_hash("pretrain", root)
     for unrelated in ("figures.py", "evaluations/tsne.py", "claims.py"):
         with (root / unrelated).open("a") as f:
-            f.write("\n# edited\n")
+            f.write("\n_EDITED = 1\n")
     assert codehash.code_hash("pretrain", root) == before
     with (root / "losses.py").open("a") as f:
-        f.write("\n# edited\n")
+        f.write("\n_EDITED = 1\n")
     assert codehash.code_hash("pretrain", root) != before
+
+
+def test_help_texts_docstrings_and_comments_rerun_nothing(tmp_path):
+    """Editing a command's help string, a docstring, a comment or an evaluation's help in the
+    registry changes no job's hash; editing a default of the command line does."""
+    root = _copy(tmp_path)
+    before = {k: codehash.code_hash(k, root) for k in codehash.ENTRY}
+    cli = (root / "cli.py").read_text()
+    helps = re.findall(r'help="([^"]+)"', cli)
+    assert helps
+    edited = cli.replace(f'help="{helps[0]}"', 'help="another help text"', 1)
+    edited = edited.replace('"""', '"""Edited. ', 1) + "\n# a comment\n"
+    (root / "cli.py").write_text(edited)
+    registry = (root / "registry.py").read_text()
+    (root / "registry.py").write_text(
+        registry.replace('"t-SNE of the penultimate features (Fig. 3)"', '"t-SNE (edited)"')
+    )
+    assert "t-SNE (edited)" in (root / "registry.py").read_text()
+    assert {k: codehash.code_hash(k, root) for k in codehash.ENTRY} == before
+    (root / "cli.py").write_text(edited + "\n_DEFAULT_BATCH = 2\n")
+    after = {k: codehash.code_hash(k, root) for k in codehash.ENTRY}
+    assert {k for k in before if before[k] != after[k]} == set(codehash.ENTRY)
+
+
+def test_editing_tsne_reruns_no_pretraining_or_autoattack_job(tmp_path):
+    root = _copy(tmp_path)
+    before = {k: codehash.code_hash(k, root) for k in codehash.ENTRY}
+    with (root / "evaluations" / "tsne.py").open("a") as f:
+        f.write("\n_EDITED = 1\n")
+    after = {k: codehash.code_hash(k, root) for k in codehash.ENTRY}
+    assert {k for k in before if before[k] != after[k]} == {"evaluations.tsne"}
 
 
 @pytest.mark.parametrize("own_code_edited", [False, True])

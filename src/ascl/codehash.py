@@ -5,8 +5,10 @@ A job kind names its entry modules (`ENTRY`); `package_files` follows every impo
 module in them — at module level or inside functions, `import ascl.x`, `from ascl.x import y`,
 `from ascl import x` and relative imports — through the package, adding each package's
 `__init__.py` on the way and the package data files a module names (the params schema, the
-published numbers). `code_hash` hashes the contents of exactly those files, so editing a module
-reruns the jobs that import it (anywhere in its code, run or not) and no others. `ascl.cli` counts
+published numbers). `code_hash` hashes exactly those files, so editing a module's code reruns
+the jobs that import it (anywhere in its code, run or not) and no others; comments, layout,
+docstrings and command-line help texts do not count (`file_digest`). Each evaluation kind has
+its own hash (`evaluations.<key>`). `ascl.cli` counts
 with its own text and top-level imports; each command's own imports are its kind's entries.
 Nothing here imports torch.
 """
@@ -36,8 +38,9 @@ ENTRY = {
     "pseudo_labels": ["ascl.pseudo_labels"],
     "finetune": ["ascl.finetune"],
     "evaluate": ["ascl.evaluations.pgd"],
-    # the curve evaluations are imported by name (importlib) in evaluations/cli.py: listed here
-    "evaluations": ["ascl.evaluations.cli", *(f"ascl.evaluations.{k}" for k in EVALUATIONS)],
+    # the evaluations are imported by name (importlib) in evaluations/cli.py: each kind its own
+    # hash, so that editing one evaluation reruns its jobs only
+    **{f"evaluations.{k}": ["ascl.evaluations.cli", f"ascl.evaluations.{k}"] for k in EVALUATIONS},
     "table": ["ascl.report"],
     "claims": ["ascl.claims"],
     "figure": ["ascl.figures", "ascl.evaluations.cli"],
@@ -125,12 +128,53 @@ def package_files(entries: list[str], root: Path = ROOT) -> list[Path]:
     return sorted(files)
 
 
+def _strip_docs(tree: ast.AST) -> ast.AST:
+    """`tree` without docstrings and without the string values of `help=` keywords (and of
+    the `help` argument of `Evaluation(...)` entries): text that never changes what a job
+    computes."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            body[0] = ast.Pass()
+        if isinstance(node, ast.Call):
+            for kw in node.keywords:
+                if kw.arg in ("help", "description", "epilog") and isinstance(
+                    kw.value, ast.Constant | ast.JoinedStr
+                ):
+                    kw.value = ast.Constant("")
+            if getattr(node.func, "id", None) == "Evaluation" and len(node.args) >= 3:
+                node.args[2] = ast.Constant("")
+    return tree
+
+
+def file_digest(path: Path) -> bytes:
+    """What of a file counts for its jobs: a Python module's code without comments, layout,
+    docstrings and help texts (its normalised syntax tree); any other file's bytes."""
+    if path.suffix != ".py":
+        return path.read_bytes()
+    stat = path.stat()
+    return _digest_cached(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest_cached(path: Path, mtime_ns: int, size: int) -> bytes:
+    tree = _strip_docs(ast.parse(path.read_text(), str(path)))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).digest()
+
+
 def code_hash(kind: str, root: Path = ROOT) -> str:
-    """16 hex digits of the content of every file `package_files(ENTRY[kind])` lists."""
+    """16 hex digits of what counts (`file_digest`) of every file `package_files(ENTRY[kind])`
+    lists."""
     if kind not in ENTRY:
         raise ValueError(f"codehash: unknown job kind {kind!r} (known: {', '.join(ENTRY)})")
     digest = hashlib.sha256()
     for path in package_files(ENTRY[kind], root):
         digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
+        digest.update(file_digest(path))
     return digest.hexdigest()[:16]

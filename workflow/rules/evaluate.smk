@@ -36,7 +36,7 @@ rule evaluate_autoattack:
         **eval_resources(),
     params:
         settings=evaluation_json("autoattack"),
-        code=code_hash("evaluations"),
+        code=code_hash("evaluations.autoattack"),
     shell:
         f"{JOB_ENV}"
         " {ASCL} autoattack --settings {params.settings:q} --data {input.data} "
@@ -58,7 +58,7 @@ rule blackbox_craft:
         **eval_resources(),
     params:
         settings=evaluation_json("blackbox"),
-        code=code_hash("evaluations"),
+        code=code_hash("evaluations.blackbox"),
     shell:
         f"{JOB_ENV}"
         " {ASCL} blackbox-craft --settings {params.settings:q} --data {input.data} "
@@ -80,7 +80,7 @@ rule blackbox_eval:
         **eval_resources(),
     params:
         settings=evaluation_json("blackbox"),
-        code=code_hash("evaluations"),
+        code=code_hash("evaluations.blackbox"),
         sources=blackbox_source_args,
     shell:
         f"{JOB_ENV}"
@@ -105,7 +105,7 @@ rule evaluate_corruptions:
         **eval_resources(),
     params:
         settings=evaluation_json("corruptions"),
-        code=code_hash("evaluations"),
+        code=code_hash("evaluations.corruptions"),
     shell:
         f"{JOB_ENV}"
         " {ASCL} corruptions --settings {params.settings:q} --data {input.data} "
@@ -128,7 +128,7 @@ rule evaluate_inversion:
         **eval_resources(),
     params:
         settings=evaluation_json("inversion"),
-        code=code_hash("evaluations"),
+        code=code_hash("evaluations.inversion"),
     shell:
         f"{JOB_ENV}"
         " {ASCL} inversion --settings {params.settings:q} --data {input.data} "
@@ -151,7 +151,7 @@ rule evaluate_curve:
         **eval_resources(),
     params:
         settings=lambda wc: evaluation_json(wc.curve)(wc),
-        code=code_hash("evaluations"),
+        code=lambda wc: code_hash(f"evaluations.{wc.curve}"),
         command=lambda wc: wc.curve.replace("_", "-"),
     shell:
         f"{JOB_ENV}"
