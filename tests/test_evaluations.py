@@ -17,8 +17,8 @@ from ascl import checkpoint, config
 from ascl.cli import main
 from ascl.data import CIFAR10C_CORRUPTIONS, load_corrupted, write_npz_atomic
 from ascl.data import corrupt as corrupt_mod
+from ascl.evaluations import autoattack as aa
 from ascl.evaluations import (
-    EVALUATIONS,
     blackbox,
     corruptions,
     inversion,
@@ -26,11 +26,11 @@ from ascl.evaluations import (
     strength,
     tsne,
 )
-from ascl.evaluations import autoattack as aa
 from ascl.evaluations import landscape_weight as lw
 from ascl.evaluations.common import load_model
 from ascl.metrics import accuracy, robust_accuracy
 from ascl.models import Classifier, ResNet18Encoder
+from ascl.registry import EVALUATIONS
 from ascl.tensors import subset, to_float
 from ascl.tracking import tracking_uri
 
