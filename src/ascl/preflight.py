@@ -218,7 +218,7 @@ def preflight(
     model = Classifier(encoder, 10, params["model"]["eval_branch"])
     model = place_model(model, device, "auto").eval()
     batch = min(cpu_batch, ev["batch_size"]) if reduced else ev["batch_size"]
-    x = torch.rand(batch, 3, 32, 32).to(device)
+    x = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8).to(device)  # as data sets
     y = batch_labels(batch, device)
     pgd = ev["pgd"]
     _reset_peak_memory(device)  # evaluation attacks run in fp32, as the jobs do
