@@ -287,22 +287,12 @@ def test_fit_restores_the_best_scoring_epoch(toy_data, tmp_path, resume):
 
     def train(stop_after_epoch=None):
         with Run("t", enabled=False) as run:
-            return fit(
-                model=model,
-                parameters=list(model.parameters()),
-                step=step,
-                x_train=ds.x_train,
-                y_train=ds.y_train,
-                epochs=4,
-                batch_size=16,
-                lr=0.1,
-                momentum=0.9,
-                weight_decay=0.0,
-                lr_milestones=[],
-                lr_gamma=1.0,
-                generator=torch.Generator().manual_seed(0),
-                ckpt_dir=tmp_path / "ckpt",
-                run=run,
+            return _fit_four_epochs(
+                model,
+                step,
+                ds,
+                tmp_path / "ckpt",
+                run,
                 select=select,
                 stop_after_epoch=stop_after_epoch,
             )
@@ -359,22 +349,12 @@ def test_fit_calls_epoch_start_with_each_epoch_also_after_a_resume(toy_data, tmp
 
     def train(stop_after_epoch=None):
         with Run("t", enabled=False) as run:
-            fit(
-                model=model,
-                parameters=list(model.parameters()),
-                step=step,
-                x_train=ds.x_train,
-                y_train=ds.y_train,
-                epochs=4,
-                batch_size=16,
-                lr=0.1,
-                momentum=0.9,
-                weight_decay=0.0,
-                lr_milestones=[],
-                lr_gamma=1.0,
-                generator=torch.Generator().manual_seed(0),
-                ckpt_dir=tmp_path / "ckpt",
-                run=run,
+            _fit_four_epochs(
+                model,
+                step,
+                ds,
+                tmp_path / "ckpt",
+                run,
                 stop_after_epoch=stop_after_epoch,
                 epoch_start=seen.append,
             )
@@ -399,3 +379,25 @@ def test_to_float_scales_uint8_into_a_new_tensor_and_refuses_floats():
     with pytest.raises(TypeError, match="uint8"):
         to_float(scaled)
     assert torch.equal(scaled, out)  # nothing was divided in place before the error
+
+
+def _fit_four_epochs(model, step, ds, ckpt_dir, run, **extra):
+    """`fit` of the resume tests: 4 epochs at batch 16, constant lr 0.1, checkpoints in ckpt_dir."""
+    return fit(
+        model=model,
+        parameters=list(model.parameters()),
+        step=step,
+        x_train=ds.x_train,
+        y_train=ds.y_train,
+        epochs=4,
+        batch_size=16,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=0.0,
+        lr_milestones=[],
+        lr_gamma=1.0,
+        generator=torch.Generator().manual_seed(0),
+        ckpt_dir=ckpt_dir,
+        run=run,
+        **extra,
+    )
