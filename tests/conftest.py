@@ -20,6 +20,8 @@ def _mlflow_store(tmp_path_factory):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["ASCL_PROGRESS"] = "0"
+    # code hashes are cached between processes (ascl.codehash.cache_file): the tests' own
+    os.environ["ASCL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     yield uri
     if old is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -472,7 +472,7 @@ def test_new_methods_are_in_params_and_validate(params):
     config.validate_params(base)
     import jsonschema
 
-    schema = config._schema()
+    schema = config._validator().schema
     method_schema = {**schema["properties"]["methods"]["additionalProperties"]}
     method_schema["$defs"] = schema["$defs"]
     for name in NEW_METHODS:

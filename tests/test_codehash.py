@@ -4,6 +4,7 @@ not from a hand-kept list): checked against the standard library's own import sc
 
 from __future__ import annotations
 
+import json
 import modulefinder
 import re
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ascl import codehash
+from ascl.registry import EVALUATIONS
 
 SRC = codehash.ROOT
 
@@ -85,6 +87,27 @@ def test_editing_a_module_reruns_exactly_its_importers(module, tmp_path):
     assert changed and changed != set(codehash.ENTRY) or module == "engine.py"
 
 
+def test_hashes_are_cached_between_processes_and_follow_every_edit(tmp_path, monkeypatch):
+    """A second process reads the hashes from the cache (no module parsed); an edit of any
+    file changes the cache key; an unwritable cache place is skipped."""
+    root = _copy(tmp_path)
+    monkeypatch.setenv("ASCL_CACHE_DIR", str(tmp_path / "cache"))
+    first = codehash.code_hash("pretrain", root)
+    assert len(json.loads(codehash.cache_file().read_text())) == 1
+    codehash._code_hash.cache_clear()
+    calls = []
+    monkeypatch.setattr(codehash, "package_files", lambda *a: calls.append(a) or [])
+    assert codehash.code_hash("pretrain", root) == first and calls == []  # from the file
+    monkeypatch.undo()
+    monkeypatch.setenv("ASCL_CACHE_DIR", str(tmp_path / "cache"))
+    with (root / "losses.py").open("a") as f:
+        f.write("\n_EDITED = 1\n")
+    assert codehash.code_hash("pretrain", root) != first
+    (tmp_path / "blocked").write_text("a file, not a directory")
+    monkeypatch.setenv("ASCL_CACHE_DIR", str(tmp_path / "blocked"))
+    assert codehash.code_hash("pretrain", root) != first
+
+
 def test_known_dependencies():
     """Spot checks of the graph: the claims job reads the published numbers and not the
     training code; every training and evaluation job runs the losses; the download job does
@@ -126,7 +149,7 @@ JOB_MODULES = {
     "ascl.pseudo_labels",
     "ascl.finetune",
     "ascl.evaluations.pgd",
-    *(f"ascl.evaluations.{k}" for k in codehash.EVALUATIONS),
+    *(f"ascl.evaluations.{k}" for k in EVALUATIONS),
 }
 
 
@@ -257,7 +280,13 @@ LAYERS = {
     "artifacts": ["ascl.artifacts"],
     "jobs": ["ascl.pretrain", "ascl.pseudo_labels", "ascl.finetune", "ascl.evaluations"],
     "reports": ["ascl.report", "ascl.claims", "ascl.figures"],
-    "entry points": ["ascl.cli", "ascl.evaluations.cli", "ascl.preflight", "ascl.__main__"],
+    "entry points": [
+        "ascl.cli",
+        "ascl.evaluations.cli",
+        "ascl.preflight",
+        "ascl.dag",
+        "ascl.__main__",
+    ],
 }
 
 

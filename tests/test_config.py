@@ -54,11 +54,6 @@ BAD = [
         _mutate("paper.table5.rows.Full model.method", "nope"),
         "paper.table5.rows.'Full model'.method",
     ),
-    (
-        "unknown default strategy",
-        _mutate("finetune.default_strategy", "LXF"),
-        "finetune.default_strategy",
-    ),
     ("missing section", _mutate("evaluate", delete=True), "evaluate"),
     ("empty seeds", _mutate("seeds", []), "seeds"),
     ("bad device", _mutate("device", "tpu"), "device"),

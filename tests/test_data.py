@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import json
 import tarfile
 import threading
 import time
@@ -715,3 +716,45 @@ def test_corruptions_download_at_a_reduced_image_size(server, tmp_path, monkeypa
     for name in CIFAR10C_CORRUPTIONS:
         x, _, _ = load_corrupted(out / f"{name}.npz")
         np.testing.assert_array_equal(x.numpy(), expected[name])
+
+
+def test_a_prepared_file_says_what_made_it_and_a_job_refuses_another_image_size(tmp_path, capsys):
+    """`ascl download` records the settings that made a file; a job whose data.image_size
+    differs gets a one-line error, also for a file without that record (its image shape)."""
+    from ascl.data.formats import load_corrupted
+
+    small = tmp_path / "digits10.npz"
+    assert main(["download", "digits10", "--out", str(small), "--image-size", "16"]) == 0
+    assert data.load_dataset(small, 16).x_train.shape[2:] == (16, 16)
+    for other in (8, None):
+        with pytest.raises(data.FormatError, match=f"made with image_size 16.* is {other}:"):
+            data.load_dataset(small, other)
+    assert data.load_dataset(small).x_train.shape[2:] == (16, 16)  # a caller without settings
+    # a file made by other means (no record): its image shape decides
+    native = tmp_path / "native.npz"
+    data.prepare_dataset("digits10", native)
+    size = data.load_dataset(native).x_train.shape[-1]
+    assert data.load_dataset(native, None).x_train.shape[-1] == size
+    with pytest.raises(data.FormatError, match=f"images are {size}x{size}.* is 16:"):
+        data.load_dataset(native, 16)
+    # the corrupted sets carry it too
+    corrupted = tmp_path / "digits10-c"
+    assert main(["download", "digits10-c", "--out", str(corrupted), "--image-size", "16"]) == 0
+    first = sorted(corrupted.glob("*.npz"))[0]
+    assert load_corrupted(first, 16)[0].shape[2:] == (16, 16)
+    with pytest.raises(data.FormatError, match="made with image_size 16"):
+        load_corrupted(first, None)
+    # a job: one line on stderr, exit status 2, nothing written
+    from ascl import config
+
+    root = Path(__file__).resolve().parents[1]
+    params = config.load_params(root / "params.yaml", root / "config" / "smoke.yaml")
+    params["data"]["image_size"] = 8
+    settings = config.pretrain_settings(params, "ascl-at")
+    out = tmp_path / "encoder.pt"
+    argv = ["pretrain", "--settings", json.dumps(settings), "--data", str(small)]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--no-track"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "made with image_size 16" in err[0]
+    assert not out.exists()

@@ -54,8 +54,9 @@ import torch
 import yaml
 
 from ascl import checkpoint, config, local_server
-from ascl.data import ArchiveError, DownloadError, load_dataset, prepare_dataset
+from ascl.data import ArchiveError, DownloadError, load_dataset, prepare_dataset, stamp_made_with
 from ascl.data import download as download_mod
+from ascl.data.formats import downscale_npz
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -230,7 +231,13 @@ def tiny_workdir(wd: Path, digits: Path) -> Path:
     (wd / "config" / "tiny.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
     data = wd / tiny["data"]["root"] / f"{tiny['data']['source']}.npz"
     data.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(digits, data)
+    # as `ascl download --image-size` makes it (the jobs refuse a file of another size)
+    size = tiny["data"].get("image_size")
+    if size:
+        downscale_npz(digits, data, size)
+    else:
+        shutil.copy(digits, data)
+    stamp_made_with(data, {"dataset": tiny["data"]["source"], "image_size": size})
     return wd
 
 

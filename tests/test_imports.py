@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from ascl.cli import COMMAND_MODULES, _command_module
-from ascl.registry import REGISTRY
+from ascl.cli import _command_module
+from ascl.registry import KINDS
 
 HEAVY = ("mlflow", "matplotlib", "sklearn", "autoattack", "pyautoattack", "pandas", "sqlalchemy")
 # What each command may load, because its work needs it.
@@ -22,7 +22,7 @@ NEEDS = {
     "pseudo-labels": {"sklearn"},
     "autoattack": {"autoattack", "pyautoattack"},
 }
-COMMANDS = sorted({*COMMAND_MODULES, *REGISTRY})
+COMMANDS = sorted({c for kind in KINDS.values() for c in kind.commands})
 
 
 def loaded_after_import(module: str) -> set[str]:

@@ -4,6 +4,12 @@ Every file is written to a temporary name in the target directory, flushed, fsyn
 so a kill at any moment leaves either the old file or the new one, never a truncated one.
 Loading always uses `torch.load(weights_only=True)`: a file that would execute code is refused.
 A training run keeps its newest checkpoints; if the newest is unreadable the previous one is used.
+
+When the training loop writes one: `checkpoint_due` (every N epochs, every M minutes, after the
+last epoch, on an early stop) and `PreemptionFlag` (SIGTERM / SIGUSR1, as SLURM sends them on
+preemption, at the time limit or ahead of it with `sbatch --signal`): the handler only records
+the signal; the loop writes a checkpoint at the end of the current epoch and raises `Preempted`,
+which ends the process with `PREEMPTED_EXIT_STATUS`.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,6 +30,11 @@ if TYPE_CHECKING:  # torch is imported where it is used: the workflow imports th
     import torch  # only for its atomic writes, and torch takes seconds to import
 
 CKPT_PATTERN = re.compile(r"^epoch-(\d+)\.pt$")
+# SIGTERM: SLURM's preemption, time limit and `scancel`; SIGUSR1: `sbatch --signal=USR1@<s>`.
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# Exit status of a run stopped by a preemption signal after its checkpoint: EX_TEMPFAIL of
+# sysexits.h ("temporary failure, retry later"); SLURM requeues it with `RequeueExit=75`.
+PREEMPTED_EXIT_STATUS = 75
 
 
 def _read_umask() -> int:
@@ -131,3 +143,75 @@ def load_latest(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") 
             continue
         return state
     return None
+
+
+def checkpoint_due(
+    epoch: int,
+    epochs: int,
+    *,
+    every_epochs: int = 1,
+    every_minutes: float = 0.0,
+    minutes_since_last: float = 0.0,
+    stop: bool = False,
+) -> bool:
+    """Whether the training loop writes a checkpoint after (1-based) epoch `epoch` of `epochs`.
+
+    Always after the last epoch and when `stop` (a preemption signal or an early stop); after
+    every epoch that is a multiple of `every_epochs` (0: never by count); once `every_minutes`
+    have passed since the last checkpoint or the start of this run (`minutes_since_last`; 0:
+    never by time).
+    """
+    if every_epochs < 0 or every_minutes < 0:
+        raise ValueError(
+            f"checkpoint intervals must be >= 0, got every_epochs={every_epochs}, "
+            f"every_minutes={every_minutes}"
+        )
+    return (
+        stop
+        or epoch >= epochs
+        or (every_epochs > 0 and epoch % every_epochs == 0)
+        or (every_minutes > 0 and minutes_since_last >= every_minutes)
+    )
+
+
+class Preempted(SystemExit):
+    """The run stopped on a preemption signal after writing its checkpoint. A SystemExit, so
+    the process ends with `PREEMPTED_EXIT_STATUS` (not the command line's status 2 for
+    errors); str() is the one-line message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = PREEMPTED_EXIT_STATUS
+
+
+class PreemptionFlag:
+    """While entered (a context manager), SIGTERM and SIGUSR1 only record their arrival:
+    `name` is then the signal's name ("SIGTERM"), else None. The previous handlers come back on
+    exit. Outside the main thread, where Python cannot install handlers, nothing changes and
+    `name` stays None."""
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = PREEMPT_SIGNALS) -> None:
+        self._signals = signals
+        self._previous: dict[signal.Signals, Any] = {}
+        self.signum: int | None = None
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    def _record(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def __enter__(self) -> PreemptionFlag:
+        try:
+            for sig in self._signals:
+                self._previous[sig] = signal.signal(sig, self._record)
+        except ValueError:  # not the main thread
+            self.__exit__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -1,4 +1,4 @@
-"""Command line: `ascl download|check|pretrain|pseudo-labels|finetune|evaluate`.
+"""Command line: `ascl download|check|pretrain|pseudo-labels|finetune|evaluate|dvc-yaml|...`.
 
 Each job takes params files (merged in order, validated before anything runs) or, from the
 workflow, the resolved settings of exactly that job as JSON (`--settings`), plus explicit input
@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-batch", type=int, default=16, help="batch size on a CPU")
     p.add_argument("--cpu-width", type=int, default=8, help="ResNet-18 base width on a CPU")
 
+    p = sub.add_parser(
+        "dvc-yaml", help="write dvc.yaml from the job registry and the params files' jobs"
+    )
+    p.add_argument("--root", default=".", help="the repository (params.yaml, config/, src/)")
+    p.add_argument("--check", action="store_true", help="only compare: fail if dvc.yaml differs")
+
     from ascl.evaluations.cli import add_parsers as add_evaluation_parsers
 
     add_evaluation_parsers(sub)  # autoattack, blackbox-*, corruptions, ..., figure
@@ -181,6 +187,9 @@ def _download(args: argparse.Namespace) -> None:
         from ascl.data.formats import downscale_tree
 
         downscale_tree(full, out, args.image_size)
+    from ascl.data import stamp_made_with
+
+    stamp_made_with(out, {"dataset": args.name, "image_size": args.image_size})
     print(out)
 
 
@@ -355,8 +364,26 @@ def _preflight(args: argparse.Namespace) -> None:
     preflight_main(params, n_steps=args.steps, cpu_batch=args.cpu_batch, cpu_width=args.cpu_width)
 
 
+def _dvc_yaml(args: argparse.Namespace) -> None:
+    """Write (or check) dvc.yaml as `ascl.dag.dvc_yaml` makes it."""
+    from ascl.checkpoint import atomic_write_text
+    from ascl.dag import dvc_yaml
+
+    root = Path(args.root)
+    text = dvc_yaml(root)
+    path = root / "dvc.yaml"
+    if args.check:
+        if not path.is_file() or path.read_text() != text:
+            raise ParamsError(f"{path} is not what `ascl dvc-yaml` writes: run `make dvc-yaml`")
+        print(f"{path}: up to date")
+        return
+    atomic_write_text(path, text)
+    print(path)
+
+
 COMMANDS = {
     "preflight": _preflight,
+    "dvc-yaml": _dvc_yaml,
     "check": _check,
     "download": _download,
     "table": _table,
@@ -369,27 +396,12 @@ COMMANDS = {
 }
 
 
-# The module each command runs, imported first so that the job's log can tell import time
-# from work (`ascl.timing`); the evaluations' modules are `ascl.evaluations.<key>`.
-COMMAND_MODULES = {
-    "download": "ascl.data",
-    "table": "ascl.report",
-    "claims": "ascl.claims",
-    "summary": "ascl.report",
-    "pretrain": "ascl.pretrain",
-    "pseudo-labels": "ascl.pseudo_labels",
-    "finetune": "ascl.finetune",
-    "evaluate": "ascl.evaluations.pgd",
-    "figure": "ascl.figures",
-}
-
-
 def _command_module(command: str) -> str | None:
-    from ascl.registry import REGISTRY
+    """The module of the job a command runs (`ascl.registry.KINDS`), imported first so that the
+    job's log can tell import time from work (`ascl.timing`); None for other commands."""
+    from ascl.registry import command_module
 
-    if command in REGISTRY:
-        return f"ascl.evaluations.{REGISTRY[command].key}"
-    return COMMAND_MODULES.get(command)
+    return command_module(command)
 
 
 def run(args: argparse.Namespace) -> None:

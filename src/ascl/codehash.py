@@ -18,9 +18,12 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
+import os
+import sys
 from pathlib import Path
 
-from ascl.registry import EVALUATIONS
+from ascl.registry import KINDS
 
 PACKAGE = "ascl"
 ROOT = Path(__file__).resolve().parent
@@ -29,22 +32,10 @@ DATA_FILES = {
     "params.schema.yaml": "params.schema.yaml",
     "published.yaml": "reference/published.yaml",
 }
-# Entry modules of each job kind (besides `ascl.cli`, the command line every job starts from,
-# whose own text counts but whose per-command imports are each kind's entries below).
-ENTRY = {
-    "download": ["ascl.data"],
-    "download_corruptions": ["ascl.data", "ascl.data.corrupt"],
-    "pretrain": ["ascl.pretrain"],
-    "pseudo_labels": ["ascl.pseudo_labels"],
-    "finetune": ["ascl.finetune"],
-    "evaluate": ["ascl.evaluations.pgd"],
-    # the evaluations are imported by name (importlib) in evaluations/cli.py: each kind its own
-    # hash, so that editing one evaluation reruns its jobs only
-    **{f"evaluations.{k}": ["ascl.evaluations.cli", f"ascl.evaluations.{k}"] for k in EVALUATIONS},
-    "table": ["ascl.report"],
-    "claims": ["ascl.claims"],
-    "figure": ["ascl.figures", "ascl.evaluations.cli"],
-}
+# Entry modules of each job kind (`ascl.registry.KINDS`), besides `ascl.cli`, the command line
+# every job starts from, whose own text counts but whose per-command imports are each kind's
+# entries.
+ENTRY = {name: kind.entries for name, kind in KINDS.items()}
 
 
 def module_path(name: str, root: Path = ROOT) -> Path | None:
@@ -168,13 +159,75 @@ def _digest_cached(path: Path, mtime_ns: int, size: int) -> bytes:
     return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).digest()
 
 
+def _tree_state(root: Path) -> tuple:
+    """(path, modification time, size) of every file under `root`: a cache key that changes
+    whenever any file of the package does."""
+    out = []
+    stack = [root]
+    while stack:
+        for entry in os.scandir(stack.pop()):
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name != "__pycache__":
+                    stack.append(Path(entry.path))
+            elif entry.is_file():
+                stat = entry.stat()
+                out.append((entry.path, stat.st_mtime_ns, stat.st_size))
+    return tuple(sorted(out))
+
+
+def cache_file() -> Path:
+    """Where computed hashes are kept between processes: $ASCL_CACHE_DIR, else
+    $XDG_CACHE_HOME/ascl, else ~/.cache/ascl (codehash.json)."""
+    base = os.environ.get("ASCL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ascl"
+    )
+    return Path(base) / "codehash.json"
+
+
+def _read_cache() -> dict[str, str]:
+    try:
+        cache = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _write_cache(cache: dict[str, str]) -> None:
+    """Best effort (a cache): atomically, the newest 512 entries; an unwritable place is
+    skipped."""
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(list(cache.items())[-512:])))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def code_hash(kind: str, root: Path = ROOT) -> str:
     """16 hex digits of what counts (`file_digest`) of every file `package_files(ENTRY[kind])`
-    lists."""
+    lists. Kept per state of the package's files (every file's path, modification time and
+    size), in the process and in `cache_file()`: a workflow parse asks for every kind's hash,
+    and parsing the package's modules is most of its time."""
     if kind not in ENTRY:
         raise ValueError(f"codehash: unknown job kind {kind!r} (known: {', '.join(ENTRY)})")
+    root = Path(root)
+    entries = tuple(ENTRY[kind])
+    state = _tree_state(root)
+    key = hashlib.sha256(repr((sys.version_info[:2], str(root), entries, state)).encode())
+    key = key.hexdigest()
+    cache = _read_cache()
+    if key not in cache:
+        cache[key] = _code_hash(entries, root, state)
+        _write_cache(cache)
+    return cache[key]
+
+
+@functools.lru_cache(maxsize=256)
+def _code_hash(entries: tuple[str, ...], root: Path, state: tuple) -> str:
     digest = hashlib.sha256()
-    for path in package_files(ENTRY[kind], root):
+    for path in package_files(list(entries), root):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(file_digest(path))
     return digest.hexdigest()[:16]

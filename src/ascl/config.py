@@ -10,6 +10,7 @@ is also what the workflow hands to Snakemake's params trigger.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from importlib import resources
@@ -51,7 +52,7 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when built
     """yaml.SafeLoader that also reads YAML 1.2 / JSON floats without a dot (1e-06, 5E+3) as
     numbers; YAML 1.1 reads them as strings, so a params file written by json.dumps would carry
     a string weight decay."""
@@ -106,8 +107,13 @@ def load_params(*paths: str | Path) -> dict:
     return merged
 
 
-def _schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+@functools.lru_cache(maxsize=1)
+def _validator():
+    """The params schema's validator, built once per process."""
+    import jsonschema
+
+    schema = yaml.load(SCHEMA_PATH.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
+    return jsonschema.Draft202012Validator(schema)
 
 
 def _key_path(error) -> str:
@@ -117,10 +123,7 @@ def _key_path(error) -> str:
 
 def validate_params(params: dict) -> None:
     """Schema validation plus cross-references; raises ParamsError naming the first bad key."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), e.path))
+    errors = sorted(_validator().iter_errors(params), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         err = errors[0]
         if err.validator == "additionalProperties":
@@ -149,12 +152,6 @@ def _check_references(params: dict) -> None:
     for name in params.get("recipes", {}).get("peer", {}):
         if name not in params["methods"]:
             raise ParamsError(f"params: recipes.peer.{name}: unknown method")
-    ft = params["finetune"]
-    if ft["default_strategy"] not in ft["strategies"]:
-        raise ParamsError(
-            f"params: finetune.default_strategy: unknown strategy {ft['default_strategy']!r} "
-            f"(known: {', '.join(ft['strategies'])})"
-        )
     for name, method in params["methods"].items():
         if method["objective"] in _WEIGHTED_OBJECTIVES:
             keys = _WEIGHTED_OBJECTIVES[method["objective"]]
@@ -176,10 +173,10 @@ def _check_references(params: dict) -> None:
                 f"{where}.method: unknown method {ref['method']!r} "
                 f"(known: {', '.join(params['methods'])})"
             )
-        if ref["strategy"] not in ft["strategies"]:
+        if ref["strategy"] not in params["finetune"]["strategies"]:
             raise ParamsError(
                 f"{where}.strategy: unknown strategy {ref['strategy']!r} "
-                f"(known: {', '.join(ft['strategies'])})"
+                f"(known: {', '.join(params['finetune']['strategies'])})"
             )
         target = ref.get("target", "source")
         if target != "source" and target not in params["data"]["transfer"]:
@@ -275,6 +272,8 @@ def finetune_settings(params: dict, strategy: str) -> dict:
         "lr_gamma": 1.0,
         "trades_beta": ft["trades_beta"],
         "precision": ft.get("precision", "auto"),
+        "checkpoint_every_epochs": ft.get("checkpoint_every_epochs", 1),
+        "checkpoint_every_minutes": ft.get("checkpoint_every_minutes", 0),
         **own,  # a strategy's own batch size, weight decay, schedule
         "attack": {**ft["attack"], **own.get("attack", {})},
         "eval_branch": params["model"]["eval_branch"],
@@ -290,7 +289,8 @@ def evaluate_settings(params: dict) -> dict:
     """Everything one PGD evaluation job depends on (JSON-serialisable)."""
     return {
         "kind": "evaluate",
-        **{k: v for k, v in params["evaluate"].items() if k not in EVALUATIONS},
+        # the section's own keys (the schema's; the others are the evaluations' sections)
+        **{k: params["evaluate"][k] for k in ("batch_size", "pgd")},
         "data": _data_caps(params),
         "device": params["device"],
         "compile": params.get("compile", False),
@@ -316,7 +316,11 @@ def evaluation_settings(params: dict, kind: str) -> dict:
 
 def _data_caps(params: dict) -> dict:
     data = params["data"]
-    return {"max_train": data.get("max_train"), "max_test": data.get("max_test")}
+    return {
+        "max_train": data.get("max_train"),
+        "max_test": data.get("max_test"),
+        "image_size": data.get("image_size"),
+    }
 
 
 def settings_json(settings: dict) -> str:

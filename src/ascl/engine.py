@@ -3,9 +3,11 @@
 Data live on the training device as uint8 tensors; each epoch draws a permutation from an
 explicit CPU generator, each step turns a batch into floats in [0, 1] and hands it to a `step`
 function that returns named loss terms (the total under "loss"). The loop owns the optimiser,
-the piecewise learning-rate schedule, per-epoch atomic checkpoints (model, optimiser, schedule,
-epoch and generator state, so that a resumed run ends bit-identical to an uninterrupted one on
-CPU), progress bars, tracking and the non-finite-loss guard.
+the piecewise learning-rate schedule, atomic checkpoints at epoch ends (model, optimiser,
+schedule, epoch and generator state, so that a resumed run ends bit-identical to an
+uninterrupted one on CPU: every N epochs, every M minutes, after the last epoch and on a
+preemption signal, `checkpoint.checkpoint_due`), progress bars, tracking and the non-finite-loss
+guard.
 """
 
 from __future__ import annotations
@@ -257,6 +259,8 @@ RECIPE_KEYS = (
     "optimizer",
     "schedule",
     "warmup_epochs",
+    "checkpoint_every_epochs",
+    "checkpoint_every_minutes",
 )
 
 
@@ -293,6 +297,8 @@ def fit(
     warmup_epochs: int = 0,
     select: Callable[[], float] | None = None,
     epoch_start: Callable[[int], None] | None = None,
+    checkpoint_every_epochs: int = 1,
+    checkpoint_every_minutes: float = 0.0,
 ) -> dict[str, float]:
     """Train `parameters` of `model`; returns the last epoch's mean loss terms.
 
@@ -310,9 +316,18 @@ def fit(
     x_train: (N, 3, H, W) uint8 on the device; y_train: (N,) int64 on the device. Resumes from the
     newest readable checkpoint in ckpt_dir whose `fingerprint` (settings and code of the job)
     matches; checkpoints of other settings or code are removed. `stop_after_epoch` ends the call
-    early (tests). `precision` (see `resolve_precision`): with bf16, each `step` call (augmentation,
-    attacks and losses) runs under bf16 autocast; inputs, δ, x + δ, the weights, their gradients
-    and the optimiser stay fp32, and the backward pass and update run outside autocast.
+    early (tests) after writing a checkpoint.
+
+    Checkpoints (with ckpt_dir) are written at epoch ends: after every
+    `checkpoint_every_epochs`-th epoch (0: never by count), once `checkpoint_every_minutes` have
+    passed since the last one (0: never by time), after the last epoch, and when SIGTERM or
+    SIGUSR1 arrived during the epoch: then `checkpoint.Preempted` is raised (one line on stderr,
+    exit status 75) unless that was the last epoch, which ends normally. Without ckpt_dir the
+    signals keep their default actions.
+
+    `precision` (see `resolve_precision`): with bf16, each `step` call (augmentation, attacks and
+    losses) runs under bf16 autocast; inputs, δ, x + δ, the weights, their gradients and the
+    optimiser stay fp32, and the backward pass and update run outside autocast.
     """
     bf16 = resolve_precision(precision, x_train.device)
     optimizer = make_optimizer(optimizer, parameters, lr, momentum, weight_decay)
@@ -344,49 +359,70 @@ def fit(
             print(f"[{desc}] resumed from epoch {start_epoch}", file=sys.stderr)
     means: dict[str, float] = {}
     best = state.get("best") if state is not None else None
-    for epoch in range(start_epoch, epochs):
-        if epoch_start is not None:
-            epoch_start(epoch)
-        (set_train_mode or model.train)()
-        means = _run_epoch(
-            step,
-            x_train,
-            y_train,
-            batch_size,
-            generator,
-            optimizer,
-            desc=f"{desc} {epoch + 1}/{epochs}",
-            bf16=bf16,
-        )
-        _check_finite_state(model, f"{desc} epoch {epoch + 1}")
-        means["lr"] = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        run.log_metrics({f"train/{k}": v for k, v in means.items()}, step=epoch + 1)
-        if select is not None:
-            score = float(select())
-            run.log_metrics({"select/score": score}, step=epoch + 1)
-            if best is None or score > best["score"]:
-                best = {
-                    "score": score,
-                    "epoch": epoch + 1,
-                    "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                }
-        if ckpt_dir is not None:
-            checkpoint.save_epoch(
-                {
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "fingerprint": fingerprint,
-                    "best": best,
-                },
-                ckpt_dir,
-                epoch + 1,
+    last_save = time.monotonic()
+    # Signals are only caught where a checkpoint can keep the progress.
+    with checkpoint.PreemptionFlag() if ckpt_dir is not None else nullcontext() as preempt:
+        for epoch in range(start_epoch, epochs):
+            if epoch_start is not None:
+                epoch_start(epoch)
+            (set_train_mode or model.train)()
+            means = _run_epoch(
+                step,
+                x_train,
+                y_train,
+                batch_size,
+                generator,
+                optimizer,
+                desc=f"{desc} {epoch + 1}/{epochs}",
+                bf16=bf16,
             )
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            break
+            _check_finite_state(model, f"{desc} epoch {epoch + 1}")
+            means["lr"] = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            run.log_metrics({f"train/{k}": v for k, v in means.items()}, step=epoch + 1)
+            if select is not None:
+                score = float(select())
+                run.log_metrics({"select/score": score}, step=epoch + 1)
+                if best is None or score > best["score"]:
+                    best = {
+                        "score": score,
+                        "epoch": epoch + 1,
+                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                    }
+            stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
+            signalled = preempt.name if preempt is not None else None
+            if ckpt_dir is not None and checkpoint.checkpoint_due(
+                epoch + 1,
+                epochs,
+                every_epochs=checkpoint_every_epochs,
+                every_minutes=checkpoint_every_minutes,
+                minutes_since_last=(time.monotonic() - last_save) / 60,
+                stop=stopping or signalled is not None,
+            ):
+                saved = checkpoint.save_epoch(
+                    {
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "generator": generator.get_state(),
+                        "fingerprint": fingerprint,
+                        "best": best,
+                    },
+                    ckpt_dir,
+                    epoch + 1,
+                )
+                last_save = time.monotonic()
+                if signalled is not None and epoch + 1 < epochs:
+                    message = (
+                        f"[{desc}] {signalled} received: stopped after epoch {epoch + 1}/{epochs}"
+                        f", checkpoint {saved}; exit status {checkpoint.PREEMPTED_EXIT_STATUS} "
+                        "(run again to resume)"
+                    )
+                    print(message, file=sys.stderr)
+                    raise checkpoint.Preempted(message)
+            if stopping:
+                break
     if select is not None and best is not None:
         model.load_state_dict(best["model"])
         means = {**means, "selected_epoch": float(best["epoch"])}

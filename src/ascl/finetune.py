@@ -21,7 +21,7 @@ from ascl.artifacts import load_pretrained
 from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import AugmentConfig, weak_view
 from ascl.codehash import code_hash
-from ascl.data import load_dataset
+from ascl.data import image_size_setting, load_dataset
 from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device
 from ascl.errors import ParamsError
 from ascl.losses import trades_kl, trades_loss
@@ -122,7 +122,7 @@ def run_finetune(
     device = resolve_device(settings["device"])
     torch.manual_seed(seed)
     pre, pre_state = load_pretrained(encoder)
-    ds = load_dataset(data)
+    ds = load_dataset(data, image_size_setting(settings))
     x, y = subset(ds.x_train, ds.y_train, settings["data"]["max_train"], seed=0)
     x, y = x.to(device), y.to(device)
     linear = settings["params"] == "linear"

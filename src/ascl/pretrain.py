@@ -11,7 +11,7 @@ from ascl.artifacts import build_pretrain_net, cluster_counts, load_pseudo_label
 from ascl.attacks import AttackConfig, eps_warmup_factor, pixel_units, scaled_attack
 from ascl.augment import AugmentConfig
 from ascl.codehash import code_hash
-from ascl.data import load_dataset
+from ascl.data import image_size_setting, load_dataset
 from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device
 from ascl.errors import ParamsError
 from ascl.models import PretrainNet
@@ -140,7 +140,7 @@ def run_pretrain(
         raise ParamsError(f"pretrain: method {method!r} does not use pseudo labels")
     device = resolve_device(settings["device"])
     torch.manual_seed(seed)
-    ds = load_dataset(data)
+    ds = load_dataset(data, image_size_setting(settings))
     x, y = subset(ds.x_train, ds.y_train, settings["data"]["max_train"], seed=0)
     if needs:
         y = load_pseudo_labels(

@@ -93,7 +93,7 @@ def run_pseudo_labels(
     settings: `config.pseudo_label_settings(params, method)`. The encoder checkpoint must come
     from the method named by settings["from"]. Returns a small summary (images, clusterings).
     """
-    from ascl.data import load_dataset, write_npz_atomic
+    from ascl.data import image_size_setting, load_dataset, write_npz_atomic
     from ascl.tracking import file_hash
 
     if settings.get("kind") != "pseudo_labels":
@@ -107,7 +107,7 @@ def run_pseudo_labels(
         )
     device = resolve_device(settings["device"])
     torch.manual_seed(seed)
-    ds = load_dataset(data)
+    ds = load_dataset(data, image_size_setting(settings))
     index = training_index(len(ds.x_train), settings["data"]["max_train"])
     feats = encoder_features(model.to(device), ds.x_train[index], device=device)
     clusters = cluster_counts(settings["clusters"])

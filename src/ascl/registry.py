@@ -1,10 +1,11 @@
-"""The registry of the evaluation jobs: one `Evaluation` entry per evaluation command, read by
-the command line (`ascl.cli`, `ascl.evaluations.cli`), the params checks and settings
-(`ascl.config`), the code hashes (`ascl.codehash`) and the workflow (its figure inputs).
+"""The registries of the workflow's jobs: `KINDS`, one `JobKind` per kind of job (its command,
+the module of its job function, the code its hash covers, its DVC stage), and `REGISTRY`, one
+`Evaluation` per evaluation command. The command line (`ascl.cli`, `ascl.evaluations.cli`), the
+params checks and settings (`ascl.config`), the code hashes (`ascl.codehash`), the workflow and
+the generated dvc.yaml (`ascl.dag`) read them; nothing else lists job kinds.
 
-Metadata only (standard library): the jobs themselves live in `ascl.evaluations.<key>`, imported
-by name where a command runs. See `ascl.evaluations` for the table of evaluations and how to add
-one.
+Metadata only (standard library): the jobs themselves live in the modules named here, imported by
+name where a command runs. See docs/architecture.md for how to add a job kind or an evaluation.
 """
 
 from __future__ import annotations
@@ -102,3 +103,71 @@ REGISTRY = {
 EVALUATIONS = tuple(dict.fromkeys(e.key for e in REGISTRY.values()))
 # {key: output file} of the evaluations a figure can plot.
 FIGURE_OUTPUTS = {e.key: e.figure_output for e in REGISTRY.values() if e.figure_output}
+
+
+# The DAG's layers, in order: each is one DVC stage (`ascl.dag`) and one rules file.
+STAGES = {
+    "data": "workflow/rules/data.smk",
+    "pretrain": "workflow/rules/pretrain.smk",
+    "finetune": "workflow/rules/finetune.smk",
+    "evaluate": "workflow/rules/evaluate.smk",
+    "paper": "workflow/rules/report.smk",
+}
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of workflow job: its name (the code-hash key, `ascl.codehash.code_hash(name)`),
+    its DVC stage (a key of `STAGES`), the module holding its job function (imported first by
+    the command line, so that a job's log tells import time from work), the `ascl` commands
+    that run it, and further modules its code hash covers (`code`: entry modules whose imports
+    are followed)."""
+
+    name: str
+    stage: str
+    module: str
+    commands: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()
+
+    @property
+    def entries(self) -> list[str]:
+        """Entry modules of the code hash: the job's module and `code`."""
+        return [self.module, *self.code]
+
+
+def _kinds() -> dict[str, JobKind]:
+    kinds = [
+        JobKind("download", "data", "ascl.data", ("download",)),
+        JobKind("download_corruptions", "data", "ascl.data.corrupt", code=("ascl.data",)),
+        JobKind("pseudo_labels", "pretrain", "ascl.pseudo_labels", ("pseudo-labels",)),
+        JobKind("pretrain", "pretrain", "ascl.pretrain", ("pretrain",)),
+        JobKind("finetune", "finetune", "ascl.finetune", ("finetune",)),
+        JobKind("evaluate", "evaluate", "ascl.evaluations.pgd", ("evaluate",)),
+        # each evaluation kind its own hash: editing one evaluation reruns its jobs only
+        *(
+            JobKind(
+                f"evaluations.{key}",
+                "evaluate",
+                f"ascl.evaluations.{key}",
+                tuple(c for c, e in REGISTRY.items() if e.key == key),
+                ("ascl.evaluations.cli",),
+            )
+            for key in EVALUATIONS
+        ),
+        JobKind("table", "paper", "ascl.report", ("table", "summary")),
+        JobKind("claims", "paper", "ascl.claims", ("claims",)),
+        JobKind("figure", "paper", "ascl.figures", ("figure",), ("ascl.evaluations.cli",)),
+    ]
+    return {k.name: k for k in kinds}
+
+
+# name -> JobKind: every kind of job the workflow runs.
+KINDS = _kinds()
+
+
+def command_module(command: str) -> str | None:
+    """The module of the job a command runs (None: the command is not a job)."""
+    for kind in KINDS.values():
+        if command in kind.commands:
+            return kind.module
+    return None

@@ -1,5 +1,5 @@
 import atexit
-import hashlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -8,9 +8,8 @@ from snakemake.utils import validate
 
 from ascl import codehash as ascl_codehash
 from ascl import config as ascl_config
-from ascl import registry as ascl_registry
+from ascl import dag as ascl_dag
 from ascl import local_server as ascl_local_server
-from ascl import report as ascl_report
 
 try:
     ascl_config.validate_params(config)
@@ -20,7 +19,6 @@ except ascl_config.ParamsError as err:
 # default lives in params.yaml itself.
 validate(config, "../../src/ascl/params.schema.yaml", set_default=False)
 
-DATA = config["data"]["root"]
 # data.image_size: every set is stored downscaled (a param: a change rebuilds the data)
 IMAGE_SIZE_ARG = (
     f"--image-size {config['data']['image_size']}"
@@ -29,9 +27,7 @@ IMAGE_SIZE_ARG = (
 )
 SEEDS = config["seeds"]
 SRC = Path(workflow.basedir).parent / "src" / "ascl"
-# Output file of each evaluation a figure can plot (ascl.registry.REGISTRY).
-FIGURE_INPUT = ascl_registry.FIGURE_OUTPUTS
-EVAL_DIR = "results/evaluate/{method}/{strategy}/{target}/seed{seed}"
+EVAL_DIR = ascl_dag.EVAL_DIR
 EVAL_LOG = "logs/evaluate/{method}/{strategy}/{target}/seed{seed}"
 
 
@@ -64,7 +60,7 @@ def pseudo_labels_input(wildcards):
 
 
 def dataset_file(name):
-    return f"{DATA}/{name}.npz"
+    return ascl_dag.dataset_file(config, name)
 
 
 def target_file(wildcards):
@@ -112,24 +108,11 @@ def model_inputs(wildcards):
 
 
 def corruptions_dir():
-    return f"{DATA}/{config['data']['corruptions']}"
-
-
-def blackbox_models():
-    """{name: model reference} of the black-box matrix (Table 2), or {}."""
-    for spec in config["paper"].values():
-        if spec.get("kind") == "matrix":
-            return spec["models"]
-    return {}
+    return ascl_dag.corruptions_dir(config)
 
 
 def _blackbox_others(wildcards):
-    me = (wildcards.method, wildcards.strategy)
-    return [
-        ref
-        for ref in blackbox_models().values()
-        if (ref["method"], ref["strategy"]) != me
-    ]
+    return ascl_dag.blackbox_others(config, wildcards.method, wildcards.strategy)
 
 
 def blackbox_sources(wildcards):
@@ -148,20 +131,14 @@ def blackbox_source_args(wildcards):
     )
 
 
-def eval_file(ref, seed, name):
-    return (
-        f"results/evaluate/{ref['method']}/{ref['strategy']}/"
-        f"{ref.get('target', 'source')}/seed{seed}/{name}"
-    )
+eval_file = ascl_dag.eval_file
+encoder_path = ascl_dag.encoder_path
+model_dir = ascl_dag.model_dir
 
 
 def figure_files(fig):
     """[(model label, evaluation output)] of a figure, in params order (first seed)."""
-    spec = config["figures"][fig]
-    name = FIGURE_INPUT[spec["evaluation"]]
-    return [
-        (label, eval_file(ref, SEEDS[0], name)) for label, ref in spec["models"].items()
-    ]
+    return ascl_dag.figure_files(config, fig)
 
 
 def figure_inputs(wildcards):
@@ -176,63 +153,21 @@ def figure_args(wildcards):
 
 
 def figure_caption(fig):
-    d, m = config["data"], config["model"]
-    offline = " (offline stand-in data)" if d["source"].startswith("digits") else ""
-    return (
-        f"data {d['source']}{offline}, ResNet-18 width {m['width']}, "
-        f"{config['pretrain']['epochs']} pre-training epochs, seed {SEEDS[0]}"
-    )
+    return ascl_dag.figure_caption(config, fig)
 
 
 def evaluation_targets():
     """Every evaluation output the tables and figures read, plus PGD for every finetuned model."""
-    files = {
-        f"{EVAL_DIR}/pgd.json".format(method=m, strategy=st, target=t, seed=s)
-        for m, st, t in ascl_config.finetune_jobs(config)
-        for s in SEEDS
-    }
-    for table in config["paper"]:
-        files |= {
-            str(p) for p in ascl_report.required_files(table_spec(table), "results")
-        }
-    for fig in config.get("figures", {}):
-        files |= {path for _, path in figure_files(fig)}
-    return sorted(files)
-
-
-def encoder_path(method, seed):
-    return f"results/pretrain/{method}/seed{seed}/encoder.pt"
-
-
-def model_dir(method, strategy, target, seed):
-    return f"results/finetune/{method}/{strategy}/{target}/seed{seed}"
-
-
-def pgd_metrics_path(method, strategy, target, seed):
-    return f"results/evaluate/{method}/{strategy}/{target}/seed{seed}/pgd.json"
+    return ascl_dag.evaluation_targets(config)
 
 
 def table_spec(table):
     """A table's spec for `ascl table`; rows as lists so their order survives JSON."""
-    spec = config["paper"][table]
-    out = {
-        "table": table,
-        "kind": spec.get("kind", "rows"),
-        "title": spec["title"],
-        "metrics": spec["metrics"],
-        "seeds": SEEDS,
-    }
-    for key in ("rows", "models"):
-        if key in spec:
-            out[key] = [[name, ref] for name, ref in spec[key].items()]
-    return out
+    return ascl_dag.table_spec(config, table)
 
 
 def table_inputs(wildcards):
-    return [
-        str(p)
-        for p in ascl_report.required_files(table_spec(wildcards.table), "results")
-    ]
+    return ascl_dag.table_files(config, wildcards.table)
 
 
 def all_targets():
@@ -249,17 +184,7 @@ def all_targets():
 def claim_figure_files():
     """[("<fig>/<model label>", evaluation output)] of every seed, for the figures that
     params.yaml `claims:` reads (the figures themselves show the first seed only)."""
-    items = config.get("claims", {}).get("items", {}).values()
-    out = []
-    figures = {c["figure"] for c in items if "figure" in c} & set(
-        config.get("figures", {})
-    )
-    for fig in sorted(figures):
-        spec = config["figures"][fig]
-        name = FIGURE_INPUT[spec["evaluation"]]
-        for label, ref in spec["models"].items():
-            out += [(f"{fig}/{label}", eval_file(ref, seed, name)) for seed in SEEDS]
-    return out
+    return ascl_dag.claim_figure_files(config)
 
 
 def claim_figure_args(wildcards):
@@ -268,20 +193,28 @@ def claim_figure_args(wildcards):
     )
 
 
-# The package is run by the interpreter that runs the workflow (it imports ascl above).
-# Lint notes, kept on purpose: (1) "uses variable ASCL/JOB_ENV from outside of the rule": the
-# interpreter path and thread count are not results' inputs; as params they would rerun every
-# job when the environment moves. (2) "specify a conda environment or container": the software
-# is the project's pinned virtual environment (pyproject.toml), shared by every rule.
-ASCL = f"{shlex.quote(sys.executable)} -m ascl"
-# Environment of every training/evaluation job: its MLflow experiment and CPU thread count.
-JOB_ENV = (
-    f"ASCL_EXPERIMENT={shlex.quote(config['tracking']['experiment'])} "
-    "OMP_NUM_THREADS={resources.cpus_per_task}"
+# The package is run by the interpreter that runs the workflow (it imports ascl above), and
+# every job logs to the params' MLflow experiment. Both reach the jobs through the environment
+# (exported to cluster jobs), not through the command's text: Snakemake reruns a job whose
+# command text changes ("code" trigger), and neither where the virtual environment lies nor
+# the experiment's name changes a result (tests/test_dvc.py changes the experiment and plans
+# nothing). Lint notes, kept on purpose: (1) "uses variable ASCL/JOB_ENV from outside of the
+# rule": one command and thread-count prefix for every rule. (2) "specify a conda environment
+# or container": the software is the project's locked virtual environment (requirements.lock),
+# shared by every rule.
+os.environ.update(
+    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.getenv("PATH", "")]),
+    ASCL_EXPERIMENT=config["tracking"]["experiment"],
 )
-# Environment of the report jobs (tables, claims, figures): the experiment whose `paper` run
-# receives their outputs (ascl.tracking.log_paper_outputs).
-PAPER_ENV = f"ASCL_EXPERIMENT={shlex.quote(config['tracking']['experiment'])} "
+
+
+envvars:
+    "ASCL_EXPERIMENT",
+
+
+ASCL = f"{Path(sys.executable).name} -m ascl"
+# Environment of every training/evaluation job: its CPU thread count.
+JOB_ENV = "OMP_NUM_THREADS={resources.cpus_per_task}"
 # Appended to every job's command: a job killed by a signal (exit status 128 + n in the shell:
 # a segfault in native code, the OOM killer, a SIGKILL) names the signal in its log and on the
 # workflow's stderr; a Python traceback of a native crash is in the log already (faulthandler).

@@ -20,7 +20,6 @@ rule table:
         spec=lambda wc: ascl_config.settings_json(table_spec(wc.table)),
         code=code_hash("table"),
     shell:
-        f"{PAPER_ENV}"
         "{ASCL} table --spec {params.spec:q} --results results --out-md {output.md} "
         "--out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
         f"{REPORT_SIGNAL}"
@@ -59,7 +58,6 @@ rule claims:
         figures=claim_figure_args,
         code=code_hash("claims"),
     shell:
-        f"{PAPER_ENV}"
         "{ASCL} claims --claims {params.claims:q} --tables {input.tables} {params.figures} "
         "--out-md {output.md} --out-csv {output.csv} --out-json {output.json} "
         "--out-html {output.html} > {log} 2>&1"
@@ -107,7 +105,6 @@ rule figure:
         caption=lambda wc: figure_caption(wc.fig),
         code=code_hash("figure"),
     shell:
-        f"{PAPER_ENV}"
         "{ASCL} figure {wildcards.fig} {params.inputs} --title {params.title:q} "
         "--caption {params.caption:q} --out {output} > {log} 2>&1"
         f"{REPORT_SIGNAL}"

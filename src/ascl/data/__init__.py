@@ -10,9 +10,11 @@ from ascl.data.download import ArchiveError, DownloadError, fetch, md5_file
 from ascl.data.formats import (
     Dataset,
     FormatError,
+    image_size_setting,
     load_corrupted,
     load_dataset,
     save_dataset,
+    stamp_made_with,
     write_npz_atomic,
 )
 from ascl.data.offline import OFFLINE_DATASETS, build_offline
@@ -35,11 +37,13 @@ __all__ = [
     "FormatError",
     "build_offline",
     "fetch",
+    "image_size_setting",
     "load_corrupted",
     "load_dataset",
     "md5_file",
     "prepare_cifar10c",
     "prepare_dataset",
     "save_dataset",
+    "stamp_made_with",
     "write_npz_atomic",
 ]

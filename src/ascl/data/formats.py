@@ -9,12 +9,19 @@ Uniform form: one uncompressed ``.npz`` (loaded with ``allow_pickle=False``) wit
 Corrupted test sets (CIFAR-10-C) use one ``.npz`` per corruption with ``x`` (N, 3, 32, 32)
 uint8, ``y`` (N,) int64 and ``severity`` (N,) int64 in 1..5.
 
+A file the workflow prepares (`ascl download`) also holds ``made_with``, a JSON string of the
+settings that made it (the data set and ``image_size``, null for the native size); a job given
+its own ``data.image_size`` refuses a file made with another (`load_dataset`,
+`load_corrupted`), so a file made by other means or other params is never taken silently. A
+file without ``made_with`` is checked by its image shape.
+
 Every writer goes through `write_npz_atomic`: a temporary file in the target directory, fsynced,
 then renamed over the target, so a target is either the old complete file or the new one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 import zipfile
@@ -29,6 +36,9 @@ from ascl.timing import timed
 
 UNIFORM_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
 CORRUPTED_KEYS = ("x", "y", "severity")
+MADE_WITH = "made_with"
+# `image_size` of a load that checks nothing (a library caller without settings)
+UNCHECKED = object()
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,12 +166,56 @@ def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise FormatError(f"{path}: not a readable .npz file ({reason})") from None
 
 
+def stamp_made_with(path: str | Path, made_with: dict) -> None:
+    """Record `made_with` (JSON) in the .npz `path`, or in every .npz of the directory `path`
+    (each rewritten atomically)."""
+    path = Path(path)
+    for file in sorted(path.glob("*.npz")) if path.is_dir() else [path]:
+        with np.load(file, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        arrays[MADE_WITH] = np.array(json.dumps(made_with, sort_keys=True))
+        write_npz_atomic(file, arrays)
+
+
+def image_size_setting(settings: dict):
+    """The `image_size` a job's data must have been made with: its settings' data.image_size
+    (None: the native size), or UNCHECKED for settings that do not carry it."""
+    return settings.get("data", {}).get("image_size", UNCHECKED)
+
+
+def check_made_with(path: Path, made_with: str | None, x: np.ndarray, image_size) -> None:
+    """Raise FormatError (one line) if the file `path` (its `made_with` JSON, or None, and its
+    images x (N, 3, H, W)) was made with another image size than `image_size`."""
+    if image_size is UNCHECKED:
+        return
+    if made_with is not None:
+        made = json.loads(made_with).get("image_size")
+        if made != image_size:
+            raise FormatError(
+                f"{path}: made with image_size {made}, but this job's data.image_size is "
+                f"{image_size}: delete it and run the workflow to rebuild it"
+            )
+    elif image_size is not None and tuple(x.shape[2:]) != (image_size, image_size):
+        raise FormatError(
+            f"{path}: images are {x.shape[2]}x{x.shape[3]}, but this job's data.image_size is "
+            f"{image_size}: delete it and run the workflow to rebuild it"
+        )
+
+
+def _made_with(path: Path) -> str | None:
+    with np.load(path, allow_pickle=False) as npz:
+        return str(npz[MADE_WITH]) if MADE_WITH in npz.files else None
+
+
 @timed("inputs")
-def load_dataset(path: str | Path) -> Dataset:
-    """Load a data set in the uniform form (see the module docstring) from the .npz `path`."""
+def load_dataset(path: str | Path, image_size=UNCHECKED) -> Dataset:
+    """Load a data set in the uniform form (see the module docstring) from the .npz `path`;
+    with `image_size` (int, or None for the native size), refuse a file made with another."""
     path = Path(path)
     arrays = _read_npz(path, UNIFORM_KEYS)
     check_arrays(arrays, str(path))
+    if image_size is not UNCHECKED:
+        check_made_with(path, _made_with(path), arrays["x_train"], image_size)
     return Dataset(
         x_train=torch.from_numpy(arrays["x_train"]),
         y_train=torch.from_numpy(arrays["y_train"]),
@@ -188,11 +242,16 @@ def check_corrupted(arrays: dict[str, np.ndarray], where: str) -> None:
 
 
 @timed("inputs")
-def load_corrupted(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Load one corruption file: x (N, 3, 32, 32) uint8, y (N,) int64, severity (N,) int64."""
+def load_corrupted(
+    path: str | Path, image_size=UNCHECKED
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Load one corruption file: x (N, 3, H, W) uint8, y (N,) int64, severity (N,) int64; with
+    `image_size`, refuse a file made with another (`load_dataset`)."""
     path = Path(path)
     arrays = _read_npz(path, CORRUPTED_KEYS)
     check_corrupted(arrays, str(path))
+    if image_size is not UNCHECKED:
+        check_made_with(path, _made_with(path), arrays["x"], image_size)
     return tuple(torch.from_numpy(arrays[k]) for k in CORRUPTED_KEYS)  # type: ignore[return-value]
 
 

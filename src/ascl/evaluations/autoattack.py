@@ -14,12 +14,22 @@ tagged with a fingerprint of the settings, seed, model and data files, and a rer
 chunks already done. The library's own `state_path` is not used: in pyautoattack 0.2.0 a
 restored state leaves `y_adv` undefined (an error as soon as a restored run breaks another
 point) and the state file is not written atomically. The state file is removed on success.
+
+Sizes: on the CPU the settings' `chunk_size` and `batch_size` (so CPU results never change). On
+CUDA both come from a memory estimate (`device_sizes`): the peak memory of one fp32 forward and
+backward pass per image, measured on a probe batch, against half of the device's memory; the
+larger batches mean far fewer, better filled iterations of the attacks. AutoAttack's random
+draws depend on how the images are batched, so a CUDA result is reproducible on the same kind
+of device (the estimate depends on the device's memory, not on what is free at the moment); the
+chosen sizes are part of the state file's fingerprint and printed in the job's log.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +45,14 @@ from ascl.evaluations.common import (
 )
 from ascl.tensors import to_float
 from ascl.tracking import file_hash, params_hash
+
+# The share of a CUDA device's memory that one AutoAttack batch may take; the rest is left to
+# the allocator's fragmentation, cuDNN workspaces, the model and the data set.
+MEMORY_FRACTION = 0.5
+# Input-sized buffers the attacks keep per image beside the network's activations (APGD's
+# x_adv, x_best, x_best_adv, gradients and momentum, FAB's and Square's own copies).
+INPUT_COPIES = 16
+PROBE_IMAGES = 64
 
 
 def autoattack_class():
@@ -151,6 +169,74 @@ def autoattack_robust(
     return correct(model, x_adv, y, batch_size)
 
 
+def attack_sizes(
+    n_images: int,
+    chunk_size: int,
+    batch_size: int,
+    *,
+    budget_bytes: int | None = None,
+    bytes_per_image: int | None = None,
+) -> tuple[int, int]:
+    """(images per resumable chunk, images per AutoAttack batch).
+
+    Without a memory estimate (`budget_bytes` None: the CPU) the settings' `chunk_size` and
+    `batch_size`, unchanged. With one (CUDA): the batch is the number of images whose attack
+    pass fits in `budget_bytes` at `bytes_per_image` each, rounded down to a multiple of
+    `batch_size` when at least `batch_size` fit, at least 1 and at most `n_images`; the chunk is
+    the larger of `chunk_size` and that batch, at most `n_images`.
+    """
+    if budget_bytes is None or bytes_per_image is None:
+        return chunk_size, batch_size
+    if bytes_per_image <= 0:
+        raise ValueError(f"bytes_per_image must be > 0, got {bytes_per_image}")
+    fits = max(1, budget_bytes // bytes_per_image)
+    batch = fits // batch_size * batch_size if fits >= batch_size else fits
+    most = max(1, n_images)
+    return min(max(chunk_size, batch), most), min(batch, most)
+
+
+def bytes_per_image(model: nn.Module, x: Tensor, y: Tensor) -> int:
+    """Device memory one image takes in an attack pass on CUDA: the peak of an fp32 forward and
+    backward pass w.r.t. the input (cross-entropy, as APGD-CE) over the probe batch x (n, 3, H,
+    W) float in [0, 1], y (n,), per image, plus `INPUT_COPIES` input-sized buffers."""
+    device = x.device
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    xr = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = torch.nn.functional.cross_entropy(model(xr), y, reduction="sum")
+        torch.autograd.grad(loss, xr)
+    del loss, xr
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    return math.ceil(peak / len(x)) + INPUT_COPIES * x[0].numel() * x.element_size()
+
+
+def device_sizes(
+    model: nn.Module, x: Tensor, y: Tensor, chunk_size: int, batch_size: int
+) -> tuple[int, int]:
+    """`attack_sizes` for the test images x (N, 3, H, W) uint8 and labels y (N,) on their
+    device: the settings' sizes on the CPU; on CUDA from `bytes_per_image` on the first
+    `PROBE_IMAGES` images against `MEMORY_FRACTION` of the device's total memory less what the
+    process holds (model, data)."""
+    if x.device.type != "cuda" or len(x) == 0:
+        return attack_sizes(len(x), chunk_size, batch_size)
+    per_image = bytes_per_image(model, to_float(x[:PROBE_IMAGES]), y[:PROBE_IMAGES])
+    total = torch.cuda.get_device_properties(x.device).total_memory
+    budget = int(MEMORY_FRACTION * total) - torch.cuda.memory_allocated(x.device)
+    chunk, batch = attack_sizes(
+        len(x), chunk_size, batch_size, budget_bytes=budget, bytes_per_image=per_image
+    )
+    print(
+        f"[autoattack] chunk {chunk}, batch {batch}: {per_image / 2**20:.2f} MiB per image "
+        f"against {budget / 2**30:.1f} GiB ({MEMORY_FRACTION:.0%} of the device's memory less "
+        "what the job holds)",
+        file=sys.stderr,
+    )
+    return chunk, batch
+
+
 def default_state_path(out: str | Path) -> Path:
     out = Path(out)
     return out.with_name(f".{out.name}.state.json")
@@ -182,6 +268,7 @@ def run_autoattack(
         "autoattack", settings, n_images=settings["n_test"], outputs=(out,), **job_args
     ) as job:
         model, x, y, run, seed = job.model, job.x, job.y, job.run, job.seed
+        chunk, batch = device_sizes(model, x, y, settings["chunk_size"], settings["batch_size"])
         torch.manual_seed(seed)
         state_file = Path(state_path) if state_path else default_state_path(out)
         fingerprint = params_hash(
@@ -191,10 +278,10 @@ def run_autoattack(
                 "model": file_hash(job_args["model_path"]),
                 "data": file_hash(job_args["data"]),
                 "n": len(x),
+                "sizes": [chunk, batch],
             }
         )
         progress = _load_state(state_file, fingerprint)
-        chunk = settings["chunk_size"]
         for index, start in enumerate(range(0, len(x), chunk)):
             if str(index) in progress["chunks"]:
                 continue
@@ -207,11 +294,11 @@ def run_autoattack(
                 version=settings["version"],
                 square_queries=settings.get("square_queries"),
                 target_classes=settings.get("target_classes"),
-                batch_size=settings["batch_size"],
+                batch_size=batch,
                 seed=seed,
                 num_classes=job.num_classes,
             )
-            clean = correct(model, xb, yb, settings["batch_size"])
+            clean = correct(model, xb, yb, batch)
             progress["chunks"][str(index)] = {
                 "robust": robust.int().tolist(),
                 "clean": clean.int().tolist(),

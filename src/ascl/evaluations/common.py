@@ -1,7 +1,8 @@
 """Plumbing shared by the evaluation jobs: the model, the test subset, the MLflow run, outputs.
 
 Every job loads a finetuned classifier (`ascl.finetune.load_classifier`) in eval mode with its
-parameters frozen (attacks differentiate with respect to the input only), takes the test images
+parameters frozen (attacks differentiate with respect to the input only), placed on CUDA as its
+training placed it (`ascl.engine.place_model`, fp32 weights), takes the test images
 through the same seeded cap as the PGD evaluation (`ascl.tensors.subset`, seed 0, so all jobs
 and models see the same images), runs inside one MLflow child run of the model's run, and
 writes its outputs atomically (temporary file + rename) only once everything is computed.
@@ -21,18 +22,32 @@ import torch
 from torch import Tensor, nn
 
 from ascl import checkpoint
-from ascl.engine import resolve_device
+from ascl.engine import place_model, resolve_device
 from ascl.errors import FormatError
 from ascl.tensors import subset
 from ascl.tracking import Run, params_hash
 
 
-def load_model(path: str | Path, device: torch.device):
-    """(Classifier in eval mode on `device` with frozen parameters, checkpoint state)."""
+def eval_memory_format(spec: str, device: torch.device | str) -> str:
+    """The memory format (`engine.MEMORY_FORMATS`) an evaluation places its model in: on CUDA
+    `spec`, the one of the model's training; on the CPU "contiguous" (NCHW), so CPU evaluation
+    outputs stay byte-identical to those of every earlier run (channels-last convolutions round
+    differently)."""
+    return spec if torch.device(device).type == "cuda" else "contiguous"
+
+
+def load_model(path: str | Path, device: torch.device, memory_format: str | None = None):
+    """(Classifier in eval mode on `device` with frozen parameters, checkpoint state).
+
+    Placed by `engine.place_model` in `eval_memory_format` of `memory_format`, or of the memory
+    format of its finetuning settings when None; the weights stay fp32 (the attacks run in
+    fp32, no autocast)."""
     from ascl.artifacts import load_classifier
 
     model, state = load_classifier(path, map_location=device)
-    model = model.to(device).eval()
+    if memory_format is None:
+        memory_format = (state.get("settings") or {}).get("memory_format", "auto")
+    model = place_model(model, device, eval_memory_format(memory_format, device)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, state
@@ -53,9 +68,9 @@ def eval_split(
 ) -> tuple[Tensor, Tensor, int]:
     """Test images x (N, 3, H, W) uint8 and labels y (N,) of the data set `data`, capped by
     `cap(settings, n)` with the shared seed-0 subset; also the number of classes."""
-    from ascl.data import load_dataset
+    from ascl.data import image_size_setting, load_dataset
 
-    ds = load_dataset(data)
+    ds = load_dataset(data, image_size_setting(settings))
     x, y = subset(ds.x_test, ds.y_test, cap(settings, n), seed=0)
     if device is not None:
         x, y = x.to(device), y.to(device)

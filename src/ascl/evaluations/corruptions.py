@@ -16,7 +16,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ascl.data import CIFAR10C_CORRUPTIONS, FormatError, load_corrupted
+from ascl.data import CIFAR10C_CORRUPTIONS, FormatError, image_size_setting, load_corrupted
+from ascl.data.formats import UNCHECKED
 from ascl.evaluations.common import (
     cap,
     evaluation_job,
@@ -72,15 +73,17 @@ def corruption_rows(
     severities: list[int],
     batch_size: int,
     max_images: int | None,
+    image_size=UNCHECKED,
 ) -> tuple[list[tuple[str, int, float]], int]:
-    """[(corruption, severity, accuracy %)] over the files of `root`, and images per severity."""
+    """[(corruption, severity, accuracy %)] over the files of `root`, and images per severity;
+    files made with another `image_size` are refused (`ascl.data.load_corrupted`)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"corruption directory not found: {root}")
     rows, n = [], 0
     for corruption in corruptions:
         path = root / f"{corruption}.npz"
-        x, y, severity = load_corrupted(path)
+        x, y, severity = load_corrupted(path, image_size)
         accs, n = severity_accuracies(
             model,
             x,
@@ -118,6 +121,7 @@ def run_corruptions(
             severities=settings["severities"],
             batch_size=settings["batch_size"],
             max_images=cap(settings),
+            image_size=image_size_setting(settings),
         )
         summary = {**summarize(rows), "n_test": n}
         run.log_metrics(
