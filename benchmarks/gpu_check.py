@@ -15,8 +15,10 @@ autocast) on synthetic CIFAR-shaped uint8 images at the configured batch (512):
 With --dry (automatically when CUDA is not available) the same code runs on the CPU at a tiny
 width and batch, and the output says so on every figure's header: a CPU dry run checks the code
 path, its times are not GPU estimates. On the CPU the synchronisations are counted by a dispatch
-mode that records the ops that would force one on a GPU (reading a value back: item, bool,
-float, nonzero, boolean-mask indexing; copies between host and device cannot occur there).
+mode that records the ops that would force one on a GPU (`ascl.syncs.SyncCounter`: reading a
+value back: item, bool, float, nonzero, boolean-mask indexing; tensors made from host data;
+copies between host and device cannot occur there). The job's backend switches
+(`cudnn_benchmark`, `tf32`) are applied as the jobs apply them.
 
     python benchmarks/gpu_check.py [--dry] [--params FILE ...] [--methods a,b]
         [--strategies LSF,LAF] [--steps 10] [--json out.json]
@@ -37,72 +39,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ascl import config, finetune, pretrain  # noqa: E402
 from ascl.artifacts import build_pretrain_net, cluster_counts  # noqa: E402
-from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device  # noqa: E402
+from ascl.engine import (  # noqa: E402
+    compile_encoder,
+    configure_backends,
+    fit,
+    make_generator,
+    place_model,
+    recipe,
+    resolve_device,
+)
 from ascl.preflight import TRAIN_SIZES, steps_per_epoch  # noqa: E402
+from ascl.syncs import SyncCounter, forces_sync  # noqa: E402, F401 - the one recorder
 from ascl.tracking import Run  # noqa: E402
 
 DRY_WIDTH = 8  # >= 8: channels-last on the CPU as at full width (engine.resolve_memory_format)
 DRY_BATCH = 8
 COUNT_STEPS = (1, 2)  # steps per epoch of the two counting runs
 DRY_NOTE = "CPU DRY RUN"
-
-# Ops that make the host wait for the device: the value is read back by the host.
-READ_BACK_OPS = {
-    "_local_scalar_dense",  # item(), float(), bool(), int() of a tensor
-    "nonzero",
-    "masked_select",
-    "equal",
-    "_unique2",
-    "unique_dim",
-    "unique_consecutive",
-}
-# Indexing ops that read a boolean mask back (their output size depends on its values).
-MASK_INDEX_OPS = {"index", "index_put", "index_put_", "_index_put_impl_"}
-
-
-def _is_mask(a) -> bool:
-    return isinstance(a, torch.Tensor) and a.dtype in (torch.bool, torch.uint8)
-
-
-def forces_sync(func, args: tuple, kwargs: dict) -> bool:
-    """Whether the aten op `func` with these arguments makes the host wait for a GPU: a value
-    read back, boolean-mask indexing, `repeat_interleave` without `output_size`, or a copy
-    between host and device memory."""
-    name = func.overloadpacket.__name__
-    if name in READ_BACK_OPS:
-        return True
-    if name in MASK_INDEX_OPS and len(args) > 1 and isinstance(args[1], list | tuple):
-        return any(_is_mask(a) for a in args[1])
-    if name == "repeat_interleave" and isinstance(args[0], torch.Tensor) and len(args) > 1:
-        return isinstance(args[1], torch.Tensor) and kwargs.get("output_size") is None
-    if name in ("_to_copy", "copy_"):
-        src = args[1] if name == "copy_" else args[0]
-        dst = args[0].device if name == "copy_" else kwargs.get("device") or args[0].device
-        return torch.device(src.device).type != torch.device(dst).type
-    return False
-
-
-class SyncCounter(TorchDispatchMode):
-    """Counts the ops `forces_sync` flags while active (`count`, and `ops` by op name)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-        self.ops: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if forces_sync(func, args, kwargs):
-            self.count += 1
-            self.ops[func.overloadpacket.__name__] += 1
-        return func(*args, **kwargs)
 
 
 class CudaSyncCounter:
@@ -274,7 +233,7 @@ def run_epochs(
             x_train=x.to(device),
             y_train=_labels(len(x), job.label_columns, device),
             **(job.fit_args | {"epochs": 2, "precision": "bf16"}),
-            generator=torch.Generator().manual_seed(1),
+            generator=make_generator(1, device),
             ckpt_dir=None,
             run=run,
             set_train_mode=job.set_train_mode,
@@ -354,6 +313,11 @@ def gpu_check(
     """Every figure of the check as a dict (see the module docstring)."""
     device = torch.device("cpu") if dry else resolve_device(params["device"])
     dry = device.type != "cuda"
+    configure_backends(
+        device,
+        cudnn_benchmark=params.get("cudnn_benchmark", False),
+        tf32=params.get("tf32", False),
+    )
     if dry:
         params = config.deep_merge(params, {"device": "cpu", "model": {"width": DRY_WIDTH}})
         steps = min(steps, 2)

@@ -371,3 +371,135 @@ def test_one_conversion_of_attack_budgets():
         if re.search(r"(eps|alpha|\bc|\be)[\"'\]\)\w]*\s*/\s*255\b", line)
     ]
     assert by_hand == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients with respect to the input only: parameters frozen during the attack
+
+
+def test_parameters_frozen_during_the_attack_and_restored():
+    """Inside the attack no parameter requires a gradient; afterwards each has its own flag
+    back (a frozen one stays frozen), also when the loss raises."""
+    model = bn_model()
+    model[0].weight.requires_grad_(False)  # as a linear evaluation's frozen encoder
+    before = [p.requires_grad for p in model.parameters()]
+    seen = []
+
+    def loss_fn(xa):
+        seen.append([p.requires_grad for p in model.parameters()])
+        return model(xa).sum()
+
+    x, _ = batch()
+    pgd(loss_fn, x, eps=EPS, alpha=EPS / 4, steps=2, random_start=False, model=model)
+    assert seen == [[False] * len(before)] * 2
+    assert [p.requires_grad for p in model.parameters()] == before
+
+    def failing(xa):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        pgd(failing, x, eps=EPS, alpha=EPS / 4, steps=1, model=model)
+    assert [p.requires_grad for p in model.parameters()] == before
+
+
+def _pretrain_net():
+    from ascl.models import PretrainNet
+
+    torch.manual_seed(0)
+    return PretrainNet(10, width=8, proj_hidden=16, proj_dim=8, bn="separated")
+
+
+def _one_step_attack(net, x, y):
+    """One PGD step (random start) on CE of the adv branch; the net held in train mode."""
+    pgd(
+        lambda xa: F.cross_entropy(net(xa, "adv"), y),
+        x,
+        eps=EPS,
+        alpha=EPS / 4,
+        steps=1,
+        generator=torch.Generator().manual_seed(0),
+        model=net,
+        train_mode=True,
+    )
+
+
+def _encoder_forward_flops(net, x) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net.encoder(x, "adv")
+    return counter.get_total_flops()
+
+
+def test_attack_step_costs_two_forwards_eagerly():
+    """FLOPs (convolutions and matmuls, counted by FlopCounterMode) of one attack step of the
+    whole net = 2 forwards of it: the forward and the backward to the input (a convolution's
+    input gradient costs its forward), no weight gradient."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = _pretrain_net()
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8)
+    with torch.no_grad(), FlopCounterMode(display=False) as forward:
+        net(x, "adv")
+    with FlopCounterMode(display=False) as attack:
+        _one_step_attack(net, x, y)
+    assert attack.get_total_flops() == 2 * forward.get_total_flops()
+
+
+def _counting_backend(flops: dict[str, int]):
+    """A torch.compile backend: AOTAutograd's forward and backward graphs, made with Inductor's
+    decompositions and partitioner (what Inductor would compile into kernels), run as they are,
+    their FLOPs added to flops["fw"] and flops["bw"]."""
+    from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._inductor.decomposition import select_decomp_table
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def compiler(kind):
+        def compile_graph(gm, example_inputs):
+            def run(*args):
+                with FlopCounterMode(display=False) as counter:
+                    out = gm(*args)
+                flops[kind] += counter.get_total_flops()
+                return out
+
+            return make_boxed_func(run)
+
+        return compile_graph
+
+    return aot_autograd(
+        fw_compiler=compiler("fw"),
+        bw_compiler=compiler("bw"),
+        partition_fn=min_cut_rematerialization_partition,
+        decompositions=select_decomp_table(),
+    )
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["pgd", "unfrozen"])
+def test_compiled_attack_step_costs_two_forwards(frozen, monkeypatch):
+    """Under torch.compile (the encoder compiled, as `compile: true` does) AOTAutograd's backward
+    graph computes the gradient of every graph input that requires one: with the parameters
+    frozen by `pgd` the attack step's encoder FLOPs are the eager ones (forward + input
+    gradient = 2 forwards); without freezing they would be 3 (the control)."""
+    import ascl.attacks
+
+    if not frozen:
+        monkeypatch.setattr(ascl.attacks, "frozen_parameters", lambda model: _nothing())
+    torch._dynamo.reset()
+    net = _pretrain_net()
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8)
+    forward = _encoder_forward_flops(net, x)
+    flops = {"fw": 0, "bw": 0}
+    net.encoder.compile(backend=_counting_backend(flops))
+    _one_step_attack(net, x, y)  # compiles
+    flops.update(fw=0, bw=0)
+    _one_step_attack(net, x, y)
+    torch._dynamo.reset()
+    assert flops["fw"] == forward
+    assert flops["bw"] == (1 if frozen else 2) * forward
+
+
+def _nothing():
+    from contextlib import nullcontext
+
+    return nullcontext()

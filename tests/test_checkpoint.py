@@ -134,27 +134,27 @@ def test_checkpoint_due_on_stop_and_bad_intervals():
         checkpoint.checkpoint_due(1, 2, every_epochs=-1)
 
 
-def _toy_fit(ckpt_dir, *, signal_at=None, signum=signal.SIGTERM, epochs=4, **extra):
-    """`fit` of a linear model on 48 random 3x8x8 images (3 steps of 16 per epoch) whose step
-    draws noise from the loop's generator; sends `signum` to this process at step `signal_at`
-    (1-based, counted over this call). Returns the model."""
+def _toy_fit(ckpt_dir, *, signal_at=None, signum=signal.SIGTERM, epochs=4, device="cpu", **extra):
+    """`fit` of a linear model on 48 random 3x8x8 images (3 steps of 16 per epoch) on `device`
+    whose step draws noise from the loop's generator (on that device); sends `signum` to this
+    process at step `signal_at` (1-based, counted over this call). Returns the model."""
     from torch import nn
 
-    from ascl.engine import fit
+    from ascl.engine import fit, make_generator
     from ascl.tracking import Run
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    x = torch.randint(0, 256, (48, 3, 8, 8), dtype=torch.uint8, generator=g)
-    y = torch.arange(48) % 3
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    x = torch.randint(0, 256, (48, 3, 8, 8), dtype=torch.uint8, generator=g).to(device)
+    y = (torch.arange(48) % 3).to(device)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)).to(device)
     steps = [0]
 
     def step(xb, yb, gen):
         steps[0] += 1
         if steps[0] == signal_at:
             os.kill(os.getpid(), signum)
-        noisy = xb + 0.05 * torch.randn(xb.shape, generator=gen)
+        noisy = xb + 0.05 * torch.randn(xb.shape, generator=gen, device=gen.device)
         return {"loss": nn.functional.cross_entropy(model(noisy), yb)}
 
     with Run("t", enabled=False) as run:
@@ -171,7 +171,7 @@ def _toy_fit(ckpt_dir, *, signal_at=None, signum=signal.SIGTERM, epochs=4, **ext
             weight_decay=1e-4,
             lr_milestones=[0.5],
             lr_gamma=0.1,
-            generator=torch.Generator().manual_seed(2),
+            generator=make_generator(2, device),
             ckpt_dir=ckpt_dir,
             run=run,
             **extra,
@@ -218,6 +218,33 @@ def test_fewer_checkpoints_resume_bit_identical(tmp_path, monkeypatch):
     resumed = _toy_fit(tmp_path / "b", checkpoint_every_epochs=2)
     assert saved == [2, 4, 2, 3, 4]
     _assert_same_final_state(whole, resumed, tmp_path / "a", tmp_path / "b")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_generator_resume_is_bit_identical_on_cuda(tmp_path):
+    """On CUDA the loop's generator lives on the device (its state, a seed and an offset, is in
+    the checkpoint): a run stopped after epoch 2 resumes and ends bit-identical to an
+    uninterrupted one on the same device."""
+    whole = _toy_fit(tmp_path / "a", device="cuda")
+    _toy_fit(tmp_path / "b", device="cuda", stop_after_epoch=2)
+    resumed = _toy_fit(tmp_path / "b", device="cuda")
+    assert checkpoint.load_latest(tmp_path / "b")["generator_device"] == "cuda"
+    _assert_same_final_state(whole, resumed, tmp_path / "a", tmp_path / "b")
+
+
+def test_checkpoint_of_a_generator_on_another_device_is_refused(tmp_path):
+    """A checkpoint whose random streams were drawn on another kind of device (here: marked as
+    CUDA) cannot be continued: one line, and the checkpoint is kept."""
+    _toy_fit(tmp_path / "ck", stop_after_epoch=2)
+    path = tmp_path / "ck" / "epoch-2.pt"
+    state = checkpoint.load(path)
+    assert state["generator_device"] == "cpu"
+    checkpoint.save({**state, "generator_device": "cuda"}, path)
+    with pytest.raises(
+        checkpoint.CheckpointError, match="of a cuda generator, this run's is on cpu"
+    ):
+        _toy_fit(tmp_path / "ck")
+    assert path.exists()
 
 
 def _assert_same_final_state(model_a, model_b, ckpt_a, ckpt_b):

@@ -273,6 +273,7 @@ LAYERS = {
         "ascl.mlflow_stores",
         "ascl.local_server",
         "ascl.timing",
+        "ascl.syncs",
         "ascl.environment",
         "ascl.data",
         "ascl.codehash",

@@ -30,12 +30,13 @@ def test_sync_counter_flags_read_backs_and_masks_only():
         y.backward()
         torch.where(x > 2, x, torch.zeros_like(x)).sum()  # a masked sum: no read-back
     assert counter.count == 0
+    rows = torch.tensor([0, 1])  # made from host data: a copy (counted when inside)
     with gc.SyncCounter() as counter:
         float(y.detach())  # item
         bool((x > 2).any())
         x.detach()[x.detach() > 2]  # boolean-mask indexing
         torch.nonzero(x)
-        x.detach()[torch.tensor([0, 1])]  # integer indexing: no read-back
+        x.detach()[rows]  # integer indexing: no read-back
     assert counter.count == 4, counter.ops
     assert counter.ops["_local_scalar_dense"] == 2 and counter.ops["nonzero"] == 1
 

@@ -2,8 +2,11 @@
 
 The attacked loss is any function of the perturbed input; the caller's closure fixes the model,
 its BN branch and the targets, and `pgd` fixes the model's train/eval mode for the duration of the
-attack. Gradients are taken with respect to δ only (torch.autograd.grad), so no parameter gradient
-is ever computed or accumulated.
+attack. Gradients are taken with respect to δ only (torch.autograd.grad), and the model's
+parameters are frozen (requires_grad off) during the attack, so no parameter gradient is ever
+computed: eager autograd skips them anyway, but a `torch.compile`d model's backward graph
+(AOTAutograd) computes the gradient of every input that requires one, which made each attack step
+cost three forward passes instead of two (tests/test_attacks.py counts the FLOPs of both).
 """
 
 from __future__ import annotations
@@ -15,6 +18,20 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module | None):
+    """Turn requires_grad off for the parameters of `model` that have it (None: nothing) and
+    restore it on exit; parameters already frozen (a linear evaluation's encoder) stay so."""
+    params = [] if model is None else [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @contextmanager
@@ -48,8 +65,11 @@ def pgd(
     scalar. δ starts at start_std·N(0, 1) when start_std > 0 and random_start (TRADES' start:
     x + 0.001·N(0, 1)), else uniform in [-eps, eps] (random_start) or at 0, and takes `steps` signed
     gradient steps of size `alpha`, each followed by projection to the ball and the box. If
-    `model` is given it is held in train or eval mode (train_mode) during the attack. Returns the
-    detached adversarial batch x + δ (same dtype as x). steps = 0 or eps = 0 returns the start.
+    `model` is given it is held in train or eval mode (train_mode) and its parameters are frozen
+    (`frozen_parameters`) during the attack; pass the model whose parameters `loss_fn` uses.
+    Returns the detached adversarial batch x + δ (same dtype as x). steps = 0 or eps = 0 returns
+    the start. The random start is drawn on the generator's device (the training device, for the
+    jobs' generators) and nothing is read back to the host.
     """
     x = x.detach()
     if random_start and eps > 0:
@@ -67,7 +87,7 @@ def pgd(
     if steps == 0 or eps == 0:
         return (x + delta).detach()
     ctx = model_mode(model, train_mode) if model is not None else _null()
-    with ctx, torch.enable_grad():
+    with ctx, frozen_parameters(model), torch.enable_grad():
         for _ in range(steps):
             delta.requires_grad_(True)
             loss = loss_fn(x + delta)

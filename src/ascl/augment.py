@@ -10,9 +10,11 @@ Conventions
   shape, dtype and device and are clamped to ``[0, 1]``. Normalisation belongs to the model.
 * All randomness comes from the explicit ``torch.Generator`` argument, so a training loop can
   save ``generator.get_state()`` and resume bit-identically. Parameters are drawn on the
-  generator's device (a CPU generator with CUDA images is fine) and then moved to the images'
-  device. Every call consumes a fixed amount of random numbers for a given batch size, whatever
-  the images or the configuration.
+  generator's device and then moved to the images' device: the training jobs' generator lives
+  on the training device (``engine.make_generator``), so nothing is copied; a CPU generator with
+  CUDA images works too, at the price of a copy per draw. Every call consumes a fixed amount of
+  random numbers for a given batch size, whatever the images or the configuration; no value is
+  read back to the host.
 * The building blocks (``resized_crop``, ``hflip``, ``adjust_*``, ``to_grayscale``,
   ``pad_crop``) are pure functions of explicit per-sample parameter tensors; the colour ops
   reproduce ``torchvision.transforms.v2.functional`` per sample on float images.
@@ -31,6 +33,11 @@ _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _CROP_ATTEMPTS = 10
 # (v, p, q, t) index of the red, green and blue channel for each of the six hue sectors.
 _HSV_SECTOR_TABLE = ((0, 2, 1, 1, 3, 0), (3, 0, 0, 2, 1, 1), (1, 1, 3, 0, 0, 2))
+# The same table packed into one integer per channel (sector s in bits 2s, 2s + 1), so that the
+# indices are computed on the images' device without copying a table from the host.
+_HSV_SECTOR_CODES = tuple(
+    sum(index << (2 * sector) for sector, index in enumerate(row)) for row in _HSV_SECTOR_TABLE
+)
 
 
 @dataclass(frozen=True)
@@ -268,9 +275,17 @@ def hsv_to_rgb(hsv: Tensor) -> Tensor:
     q = (v * (1.0 - s * frac)).clamp(0.0, 1.0)
     t = (v * (s * frac + (1.0 - s))).clamp(0.0, 1.0)
     vpqt = torch.stack((v, p, q, t), dim=1)
-    table = torch.tensor(_HSV_SECTOR_TABLE, dtype=torch.long, device=hsv.device)
-    index = table[:, sector].movedim(0, 1)
-    return vpqt.gather(1, index)
+    return vpqt.gather(1, _sector_index(sector))
+
+
+def _sector_index(sector: Tensor) -> Tensor:
+    """sector (B, H, W) long in 0..5 -> (B, 3, H, W): the (v, p, q, t) index of each output
+    channel, `_HSV_SECTOR_TABLE[c][sector]`, unpacked from `_HSV_SECTOR_CODES` on sector's device.
+    """
+    shift = 2 * sector
+    return torch.stack(
+        [(torch.full_like(sector, code) >> shift) & 3 for code in _HSV_SECTOR_CODES], dim=1
+    )
 
 
 def adjust_hue(x: Tensor, h: Tensor) -> Tensor:
@@ -406,15 +421,16 @@ def simclr_view(x: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> Te
 
     out = resized_crop(x, boxes)
     out = hflip(out, flip)
-    if bool(jitter.any()):
-        jittered = color_jitter(
-            out,
-            b if cfg.brightness > 0 else None,
-            c if cfg.contrast > 0 else None,
-            s if cfg.saturation > 0 else None,
-            h if cfg.hue > 0 else None,
-        )
-        out = _select(jitter, jittered, out)
+    # Every sample is jittered and the mask selects (asking whether any sample is would make
+    # the host read the mask back from the device).
+    jittered = color_jitter(
+        out,
+        b if cfg.brightness > 0 else None,
+        c if cfg.contrast > 0 else None,
+        s if cfg.saturation > 0 else None,
+        h if cfg.hue > 0 else None,
+    )
+    out = _select(jitter, jittered, out)
     return to_grayscale(out, gray)
 
 

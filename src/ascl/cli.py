@@ -46,6 +46,33 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _checkpoint_args(p: argparse.ArgumentParser) -> None:
+    """How often a training job checkpoints (params `resources.<kind>`; never a result)."""
+    p.add_argument(
+        "--checkpoint-every-epochs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="checkpoint every N-th epoch (0: not by count)",
+    )
+    p.add_argument(
+        "--checkpoint-every-minutes",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="checkpoint at the first epoch end M minutes after the last (0: off)",
+    )
+
+
+def _checkpoint_every(args: argparse.Namespace) -> dict:
+    if args.checkpoint_every_epochs < 0 or args.checkpoint_every_minutes < 0:
+        raise ParamsError("--checkpoint-every-epochs/-minutes: must be >= 0")
+    return {
+        "checkpoint_every_epochs": args.checkpoint_every_epochs,
+        "checkpoint_every_minutes": args.checkpoint_every_minutes,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ascl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _job_args(p)
     p.add_argument("--method", help="key of params.methods (with --params)")
     p.add_argument("--ckpt-dir", help="checkpoint directory (resumes from it)")
+    _checkpoint_args(p)
     p.add_argument("--run-id-out", help="file receiving the MLflow run id")
     p.add_argument(
         "--pseudo-labels",
@@ -127,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", help="key of params.finetune.strategies (with --params)")
     p.add_argument("--encoder", required=True, help="pre-training checkpoint")
     p.add_argument("--ckpt-dir", help="checkpoint directory (resumes from it)")
+    _checkpoint_args(p)
     p.add_argument("--parent-run-id", help="MLflow parent run id (default: the encoder's)")
     p.add_argument("--run-id-out", help="file receiving the MLflow run id")
 
@@ -282,6 +311,7 @@ def _pretrain(args: argparse.Namespace) -> None:
         tags=config.parse_tags(args.tag),
         track=not args.no_track,
         pseudo_labels=args.pseudo_labels,
+        checkpoint_every=_checkpoint_every(args),
     )
     print(json.dumps(metrics, sort_keys=True))
 
@@ -329,6 +359,7 @@ def _finetune(args: argparse.Namespace) -> None:
         run_id_out=args.run_id_out,
         tags=config.parse_tags(args.tag),
         track=not args.no_track,
+        checkpoint_every=_checkpoint_every(args),
     )
     print(json.dumps(metrics, sort_keys=True))
 

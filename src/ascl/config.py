@@ -224,6 +224,7 @@ def pretrain_settings(params: dict, method: str) -> dict:
         "device": params["device"],
         "memory_format": params.get("memory_format", "auto"),
         "compile": params.get("compile", False),
+        **backend_switches(params),
     }
 
 
@@ -272,8 +273,6 @@ def finetune_settings(params: dict, strategy: str) -> dict:
         "lr_gamma": 1.0,
         "trades_beta": ft["trades_beta"],
         "precision": ft.get("precision", "auto"),
-        "checkpoint_every_epochs": ft.get("checkpoint_every_epochs", 1),
-        "checkpoint_every_minutes": ft.get("checkpoint_every_minutes", 0),
         **own,  # a strategy's own batch size, weight decay, schedule
         "attack": {**ft["attack"], **own.get("attack", {})},
         "eval_branch": params["model"]["eval_branch"],
@@ -282,6 +281,7 @@ def finetune_settings(params: dict, strategy: str) -> dict:
         "device": params["device"],
         "memory_format": params.get("memory_format", "auto"),
         "compile": params.get("compile", False),
+        **backend_switches(params),
     }
 
 
@@ -294,6 +294,7 @@ def evaluate_settings(params: dict) -> dict:
         "data": _data_caps(params),
         "device": params["device"],
         "compile": params.get("compile", False),
+        **backend_switches(params),
     }
 
 
@@ -311,6 +312,16 @@ def evaluation_settings(params: dict, kind: str) -> dict:
         **params["evaluate"][kind],
         "data": _data_caps(params),
         "device": params["device"],
+        **backend_switches(params),
+    }
+
+
+def backend_switches(params: dict) -> dict:
+    """The CUDA backend switches of every training and evaluation job (`cudnn_benchmark`,
+    `tf32`; applied by `ascl.engine.setup_device`, on CUDA only)."""
+    return {
+        "cudnn_benchmark": params.get("cudnn_benchmark", False),
+        "tf32": params.get("tf32", False),
     }
 
 

@@ -1,13 +1,18 @@
 """The one training loop shared by pre-training and finetuning.
 
 Data live on the training device as uint8 tensors; each epoch draws a permutation from an
-explicit CPU generator, each step turns a batch into floats in [0, 1] and hands it to a `step`
-function that returns named loss terms (the total under "loss"). The loop owns the optimiser,
-the piecewise learning-rate schedule, atomic checkpoints at epoch ends (model, optimiser,
-schedule, epoch and generator state, so that a resumed run ends bit-identical to an
-uninterrupted one on CPU: every N epochs, every M minutes, after the last epoch and on a
-preemption signal, `checkpoint.checkpoint_due`), progress bars, tracking and the non-finite-loss
-guard.
+explicit generator on that device (`make_generator`: augmentation parameters and PGD's random
+starts come from it too, so no random number is copied from the host), each step turns a batch
+into floats in [0, 1] and hands it to a `step` function that returns named loss terms (the total
+under "loss"). The loop owns the optimiser, the piecewise learning-rate schedule, atomic
+checkpoints at epoch ends (model, optimiser, schedule, epoch and generator state, so that a
+resumed run ends bit-identical to an uninterrupted one on the same device: every N epochs, every
+M minutes, after the last epoch and on a preemption signal, `checkpoint.checkpoint_due`),
+progress bars, tracking and the non-finite-loss guard.
+
+A step reads nothing back to the host (tests/test_sync_free.py): the loss terms stay on the
+device and are read every `FINITE_CHECK_STEPS` steps and at the end of every epoch, before a
+checkpoint or an output can be written, where a non-finite term stops the job.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ from ascl.tensors import to_float
 from ascl.tracking import Run
 
 StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
+# Steps between two reads of the loss terms (their finiteness, the progress bar): one
+# host-device synchronisation per this many steps and one at every epoch's end. A non-finite
+# term is reported with the batch it first appeared in; the steps after it in the same window
+# have run but nothing of them is written.
+FINITE_CHECK_STEPS = 20
 PRECISIONS = ("auto", "fp32", "bf16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # oneDNN's AVX2 kernel for the backward pass (w.r.t. the input) of a 1x1 stride-2 convolution
@@ -90,6 +100,38 @@ def compile_encoder(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model
 
 
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """The training jobs' random-number generator, seeded with `seed`, on `device` (the training
+    device): the epoch's permutation, the augmentation parameters and PGD's random starts are
+    drawn where they are used. On the CPU its stream is `torch.Generator().manual_seed(seed)`'s.
+    """
+    return torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+
+def configure_backends(device: torch.device, *, cudnn_benchmark: bool, tf32: bool) -> None:
+    """Apply params.yaml's `cudnn_benchmark` (cuDNN times the algorithms of every new convolution
+    shape and keeps the fastest) and `tf32` (fp32 convolutions and matmuls on TF32 tensor cores:
+    10-bit mantissa products) on a CUDA `device`. Process-wide switches; on any other device
+    nothing is changed, so CPU results do not depend on them."""
+    if torch.device(device).type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+
+
+def setup_device(settings: dict) -> torch.device:
+    """The device of a job's settings (`resolve_device` of "device") with the backend switches
+    of its settings applied (`configure_backends`; absent switches are off)."""
+    device = resolve_device(settings.get("device", "auto"))
+    configure_backends(
+        device,
+        cudnn_benchmark=settings.get("cudnn_benchmark", False),
+        tf32=settings.get("tf32", False),
+    )
+    return device
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """'auto' -> the first visible CUDA device if any (CUDA_VISIBLE_DEVICES applies), else CPU."""
     if spec == "auto":
@@ -116,9 +158,10 @@ def resolve_precision(precision: str, device: torch.device | str) -> bool:
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
-    """Index batches of one shuffled epoch; the last partial batch is dropped unless it is the
-    only one (contrastive losses want full batches)."""
-    perm = torch.randperm(n, generator=generator)
+    """Index batches (each (batch_size,) int64) of one shuffled epoch, drawn on the generator's
+    device and sliced from one permutation there; the last partial batch is dropped unless it
+    is the only one (contrastive losses want full batches)."""
+    perm = torch.randperm(n, generator=generator, device=generator.device)
     if n <= batch_size:
         return [perm]
     return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
@@ -259,8 +302,6 @@ RECIPE_KEYS = (
     "optimizer",
     "schedule",
     "warmup_epochs",
-    "checkpoint_every_epochs",
-    "checkpoint_every_minutes",
 )
 
 
@@ -299,6 +340,7 @@ def fit(
     epoch_start: Callable[[int], None] | None = None,
     checkpoint_every_epochs: int = 1,
     checkpoint_every_minutes: float = 0.0,
+    finite_check_steps: int = FINITE_CHECK_STEPS,
 ) -> dict[str, float]:
     """Train `parameters` of `model`; returns the last epoch's mean loss terms.
 
@@ -313,10 +355,16 @@ def fit(
     optimizer ("sgd" | "lars"), schedule ("step": x lr_gamma at the lr_milestones fractions of
     the epochs | "cosine") and warmup_epochs (linear) as `make_optimizer` / `lr_factor`.
 
-    x_train: (N, 3, H, W) uint8 on the device; y_train: (N,) int64 on the device. Resumes from the
-    newest readable checkpoint in ckpt_dir whose `fingerprint` (settings and code of the job)
-    matches; checkpoints of other settings or code are removed. `stop_after_epoch` ends the call
-    early (tests) after writing a checkpoint.
+    x_train: (N, 3, H, W) uint8 on the device; y_train: (N,) int64 on the device; generator: on
+    the same device (`make_generator`), else ValueError. Resumes from the newest readable
+    checkpoint in ckpt_dir whose `fingerprint` (settings and code of the job) matches;
+    checkpoints of other settings or code are removed; one whose generator was on another kind
+    of device is refused (CheckpointError: its random streams cannot be continued there).
+    `stop_after_epoch` ends the call early (tests) after writing a checkpoint.
+
+    Loss terms are read back every `finite_check_steps` steps and at every epoch's end; a
+    non-finite term raises NonFiniteLossError (one line, naming the batch) before anything of
+    that epoch is checkpointed, logged or returned.
 
     Checkpoints (with ckpt_dir) are written at epoch ends: after every
     `checkpoint_every_epochs`-th epoch (0: never by count), once `checkpoint_every_minutes` have
@@ -329,6 +377,11 @@ def fit(
     losses) runs under bf16 autocast; inputs, δ, x + δ, the weights, their gradients and the
     optimiser stay fp32, and the backward pass and update run outside autocast.
     """
+    if generator.device.type != x_train.device.type:
+        raise ValueError(
+            f"fit: the generator is on {generator.device.type}, the data on "
+            f"{x_train.device.type}; make it with engine.make_generator(seed, device)"
+        )
     bf16 = resolve_precision(precision, x_train.device)
     optimizer = make_optimizer(optimizer, parameters, lr, momentum, weight_decay)
     scheduler = make_scheduler(
@@ -351,6 +404,13 @@ def fit(
             checkpoint.clear_epochs(ckpt_dir)
             state = None
         if state is not None:
+            saved_on = state.get("generator_device", "cpu")
+            if saved_on != generator.device.type:
+                raise checkpoint.CheckpointError(
+                    f"[{desc}] the checkpoints in {ckpt_dir} continue random streams of a "
+                    f"{saved_on} generator, this run's is on {generator.device.type}; resume on "
+                    f"a {saved_on} device or delete the directory to start afresh"
+                )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -375,6 +435,7 @@ def fit(
                 optimizer,
                 desc=f"{desc} {epoch + 1}/{epochs}",
                 bf16=bf16,
+                check_every=finite_check_steps,
             )
             _check_finite_state(model, f"{desc} epoch {epoch + 1}")
             means["lr"] = optimizer.param_groups[0]["lr"]
@@ -406,6 +467,7 @@ def fit(
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "generator": generator.get_state(),
+                        "generator_device": generator.device.type,
                         "fingerprint": fingerprint,
                         "best": best,
                     },
@@ -430,13 +492,14 @@ def fit(
 
 
 def _check_finite_state(model: nn.Module, where: str) -> None:
-    """The loss guard sees each step's loss before its update; the update of an epoch's last step
-    is only seen here, before it could reach a checkpoint or the job's output."""
-    bad = [
-        name
-        for name, t in model.state_dict().items()
-        if t.is_floating_point() and not bool(torch.isfinite(t).all())
-    ]
+    """The loss guard sees the losses of the epoch's steps, computed before their updates; the
+    update of an epoch's last step is only seen here, before it could reach a checkpoint or the
+    job's output. One read-back for all floating-point tensors of the state dict."""
+    floats = {k: t for k, t in model.state_dict().items() if t.is_floating_point()}
+    if not floats:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for t in floats.values()]).tolist()
+    bad = [name for name, ok in zip(floats, finite, strict=True) if not ok]
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise NonFiniteLossError(
@@ -454,11 +517,18 @@ def _run_epoch(
     optimizer: torch.optim.Optimizer,
     desc: str,
     bf16: bool = False,
+    check_every: int = FINITE_CHECK_STEPS,
 ) -> dict[str, float]:
+    """One epoch of `step`s with their updates; returns the mean loss terms (weighted by batch
+    size) and images_per_s. The terms stay on the device: they are read back (`_read_terms`)
+    every `check_every` steps and after the last one."""
     from tqdm import tqdm
 
+    if check_every < 1:
+        raise ValueError(f"check_every must be >= 1, got {check_every}")
     batches = epoch_batches(len(x_train), batch_size, generator)
     sums: dict[str, float] = {}
+    pending: list[tuple[int, int, dict[str, Tensor]]] = []  # (batch index, images, terms)
     seen = 0
     t0 = time.perf_counter()
     bar = tqdm(
@@ -470,33 +540,71 @@ def _run_epoch(
         mininterval=0.5 if sys.stderr.isatty() else 30.0,
         disable=os.environ.get("ASCL_PROGRESS", "1") == "0",
     )
-    for idx in bar:
-        idx = idx.to(x_train.device)
-        x = to_float(x_train[idx])
-        y = y_train[idx]
-        # Autocast changes the compute dtype of matmul/conv-like ops only; element-wise ops keep
-        # fp32 inputs fp32, so the views, δ and x + δ stay fp32 (attacks.pgd).
-        with torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
-            terms = step(x, y, generator)
-        loss = terms["loss"]
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        bad = [k for k, v in values.items() if not math.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(
-                f"non-finite loss term(s) {', '.join(bad)} at {desc}, batch {seen // batch_size}"
-                f" ({values}); lower the learning rate or check the data"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        seen += len(idx)
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v * len(idx)
+
+    def read_pending() -> None:
+        values = _read_terms(pending, sums, desc)
+        pending.clear()
         rate = seen / max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(
             {k: f"{v:.3f}" for k, v in values.items()} | {"img/s": f"{rate:.0f}"}, refresh=False
         )
+
+    for i, idx in enumerate(bar):
+        terms = train_step(step, x_train, y_train, idx, generator, optimizer, bf16=bf16)
+        pending.append((i, len(idx), terms))
+        seen += len(idx)
+        if len(pending) >= check_every:
+            read_pending()
+    if pending:
+        read_pending()
     bar.close()
     means = {k: v / max(seen, 1) for k, v in sums.items()}
     means["images_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
     return means
+
+
+def train_step(
+    step: StepFn,
+    x_train: Tensor,
+    y_train: Tensor,
+    idx: Tensor,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    *,
+    bf16: bool = False,
+) -> dict[str, Tensor]:
+    """One optimiser step of `fit` on the batch idx (B,) int64 of x_train (N, 3, H, W) uint8 and
+    y_train (N, ...), all on one device: `step` (under bf16 autocast if `bf16`), backward pass,
+    update. Returns the detached loss terms, () tensors left on the device: nothing is read
+    back to the host (tests/test_sync_free.py)."""
+    x = to_float(x_train[idx])
+    y = y_train[idx]
+    # Autocast changes the compute dtype of matmul/conv-like ops only; element-wise ops keep
+    # fp32 inputs fp32, so the views, δ and x + δ stay fp32 (attacks.pgd).
+    with torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+        terms = step(x, y, generator)
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    optimizer.step()
+    return {k: v.detach() for k, v in terms.items()}
+
+
+def _read_terms(
+    pending: list[tuple[int, int, dict[str, Tensor]]], sums: dict[str, float], desc: str
+) -> dict[str, float]:
+    """Read the loss terms of the `pending` steps (batch index, images, {name: () tensor}) back
+    in one transfer, add each term times the batch's images to `sums` in step order, and return
+    the last step's values; NonFiniteLossError names the first step with a non-finite term."""
+    names = list(pending[0][2])
+    stacked = torch.stack([torch.stack([t[k].float() for k in names]) for _, _, t in pending])
+    for (batch, images, _), row in zip(pending, stacked.tolist(), strict=True):
+        values = dict(zip(names, row, strict=True))
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite loss term(s) {', '.join(bad)} at {desc}, batch {batch} ({values}); "
+                "lower the learning rate or check the data"
+            )
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v * images
+    return values

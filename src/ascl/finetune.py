@@ -22,7 +22,7 @@ from ascl.attacks import AttackConfig, attack_with_config, model_mode
 from ascl.augment import AugmentConfig, weak_view
 from ascl.codehash import code_hash
 from ascl.data import image_size_setting, load_dataset
-from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device
+from ascl.engine import compile_encoder, fit, make_generator, place_model, recipe, setup_device
 from ascl.errors import ParamsError
 from ascl.losses import trades_kl, trades_loss
 from ascl.models import Classifier, PretrainNet, ResNet18Encoder
@@ -117,9 +117,11 @@ def run_finetune(
     run_id_out: str | Path | None = None,
     tags: dict[str, str] | None = None,
     track: bool = True,
+    checkpoint_every: dict | None = None,
 ) -> dict[str, float]:
-    """Finetune and write the classifier checkpoint `out` (atomic)."""
-    device = resolve_device(settings["device"])
+    """Finetune and write the classifier checkpoint `out` (atomic). checkpoint_every: the
+    `fit` checkpoint intervals (`checkpoint_every_epochs`, `checkpoint_every_minutes`)."""
+    device = setup_device(settings)
     torch.manual_seed(seed)
     pre, pre_state = load_pretrained(encoder)
     ds = load_dataset(data, image_size_setting(settings))
@@ -163,7 +165,8 @@ def run_finetune(
             x_train=x,
             y_train=y,
             **recipe(settings),
-            generator=torch.Generator().manual_seed(seed),
+            **(checkpoint_every or {}),
+            generator=make_generator(seed, device),
             ckpt_dir=ckpt_dir,
             run=run,
             set_train_mode=set_train_mode,

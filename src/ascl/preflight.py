@@ -82,6 +82,8 @@ def _time_steps(step, params, batch, n_steps, device, bf16=False) -> tuple[float
 
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ascl.engine import make_generator
+
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.rand(batch, 3, 32, 32, generator=g).to(device)
     y = batch_labels(batch, device)
@@ -89,7 +91,7 @@ def _time_steps(step, params, batch, n_steps, device, bf16=False) -> tuple[float
 
     def one() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
-            terms = step(x, y, torch.Generator().manual_seed(1))
+            terms = step(x, y, make_generator(1, device))
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt.step()
@@ -148,11 +150,11 @@ def preflight(
     numbers were obtained."""
     from ascl import finetune, pretrain
     from ascl.artifacts import build_pretrain_net, cluster_counts
-    from ascl.engine import place_model, resolve_device, resolve_precision
+    from ascl.engine import place_model, resolve_precision, setup_device
     from ascl.metrics import robust_accuracy
     from ascl.models import Classifier
 
-    device = resolve_device(params["device"])
+    device = setup_device({"device": params["device"], **config.backend_switches(params)})
     seeds = len(params["seeds"])
     full_batch = params["pretrain"]["batch_size"]
     full_width = params["model"]["width"]

@@ -12,7 +12,7 @@ from ascl.attacks import AttackConfig, eps_warmup_factor, pixel_units, scaled_at
 from ascl.augment import AugmentConfig
 from ascl.codehash import code_hash
 from ascl.data import image_size_setting, load_dataset
-from ascl.engine import compile_encoder, fit, place_model, recipe, resolve_device
+from ascl.engine import compile_encoder, fit, make_generator, place_model, recipe, setup_device
 from ascl.errors import ParamsError
 from ascl.models import PretrainNet
 from ascl.objectives import build_objective
@@ -121,12 +121,15 @@ def run_pretrain(
     track: bool = True,
     stop_after_epoch: int | None = None,
     pseudo_labels: str | Path | None = None,
+    checkpoint_every: dict | None = None,
 ) -> dict[str, float]:
     """Train, then write the encoder checkpoint `out` (atomic). Returns final train metrics.
 
     pseudo_labels: the .npz of `ascl pseudo-labels`, required exactly when the objective has a
     `pseudo_labels` spec (advcl); its rows must be the same (subset of the) training images, in
     the same order. The training targets are then those pseudo labels, (N, K).
+    checkpoint_every: the `fit` checkpoint intervals (`checkpoint_every_epochs`,
+    `checkpoint_every_minutes`); how the job runs, not part of its settings.
     """
 
     needs = settings["objective"].get("pseudo_labels")
@@ -138,7 +141,7 @@ def run_pretrain(
         )
     if pseudo_labels is not None and not needs:
         raise ParamsError(f"pretrain: method {method!r} does not use pseudo labels")
-    device = resolve_device(settings["device"])
+    device = setup_device(settings)
     torch.manual_seed(seed)
     ds = load_dataset(data, image_size_setting(settings))
     x, y = subset(ds.x_train, ds.y_train, settings["data"]["max_train"], seed=0)
@@ -164,7 +167,7 @@ def run_pretrain(
         settings.get("memory_format", "auto"),
     )
     compile_encoder(model, settings.get("compile", False))
-    generator = torch.Generator().manual_seed(seed)
+    generator = make_generator(seed, device)
     name = f"pretrain/{settings['method']}/seed{seed}"
     tags = {
         "stage": "pretrain",
@@ -190,6 +193,7 @@ def run_pretrain(
             x_train=x,
             y_train=y,
             **recipe(train),
+            **(checkpoint_every or {}),
             generator=generator,
             ckpt_dir=ckpt_dir,
             run=run,

@@ -215,6 +215,15 @@ envvars:
 ASCL = f"{Path(sys.executable).name} -m ascl"
 # Environment of every training/evaluation job: its CPU thread count.
 JOB_ENV = "OMP_NUM_THREADS={resources.cpus_per_task}"
+# Training jobs (pretrain, finetune) also checkpoint at the intervals of their resources (how a
+# job runs, not what it computes: resources are no rerun trigger), and their shell ignores
+# SIGTERM, so that a preemption or time-limit signal reaches the training process alone
+# (which checkpoints and exits 75; slurm/config.yaml asks for it 10 minutes early).
+TRAIN_ENV = f"trap '' TERM; {JOB_ENV}"
+CHECKPOINT_ARGS = (
+    "--checkpoint-every-epochs {resources.checkpoint_every_epochs} "
+    "--checkpoint-every-minutes {resources.checkpoint_every_minutes}"
+)
 # Appended to every job's command: a job killed by a signal (exit status 128 + n in the shell:
 # a segfault in native code, the OOM killer, a SIGKILL) names the signal in its log and on the
 # workflow's stderr; a Python traceback of a native crash is in the log already (faulthandler).

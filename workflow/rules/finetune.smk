@@ -13,13 +13,17 @@ rule finetune:
         runtime=res("finetune", "runtime"),
         mem_mb=res("finetune", "mem_mb"),
         cpus_per_task=res("finetune", "cpus_per_task"),
+        checkpoint_every_epochs=res("finetune", "checkpoint_every_epochs"),
+        checkpoint_every_minutes=res("finetune", "checkpoint_every_minutes"),
     params:
         settings=finetune_json,
         code=code_hash("finetune"),
         ckpt_dir="checkpoints/finetune/{method}/{strategy}/{target}/seed{seed}",
     shell:
-        f"{JOB_ENV}"
-        " {ASCL} finetune --settings {params.settings:q} --seed {wildcards.seed} "
+        f"{TRAIN_ENV}"
+        " {ASCL} finetune --settings {params.settings:q} "
+        f"{CHECKPOINT_ARGS}"
+        " --seed {wildcards.seed} "
         "--encoder {input.encoder} --parent-run-id $(cat {input.parent}) --data {input.data} "
         "--out {output.model} --ckpt-dir {params.ckpt_dir} --run-id-out {output.run_id} "
         "--tag rule=finetune --tag target={wildcards.target} "

@@ -37,6 +37,8 @@ rule pretrain:
         runtime=res("pretrain", "runtime"),
         mem_mb=res("pretrain", "mem_mb"),
         cpus_per_task=res("pretrain", "cpus_per_task"),
+        checkpoint_every_epochs=res("pretrain", "checkpoint_every_epochs"),
+        checkpoint_every_minutes=res("pretrain", "checkpoint_every_minutes"),
     params:
         settings=pretrain_json,
         code=code_hash("pretrain"),
@@ -45,8 +47,10 @@ rule pretrain:
             f"--pseudo-labels {input.pseudo_labels}" if input.pseudo_labels else ""
         ),
     shell:
-        f"{JOB_ENV}"
-        " {ASCL} pretrain --settings {params.settings:q} --seed {wildcards.seed} "
+        f"{TRAIN_ENV}"
+        " {ASCL} pretrain --settings {params.settings:q} "
+        f"{CHECKPOINT_ARGS}"
+        " --seed {wildcards.seed} "
         "--data {input.data} {params.labels} --out {output.encoder} "
         "--ckpt-dir {params.ckpt_dir} --run-id-out {output.run_id} --tag rule=pretrain "
         "--tag wildcards=method={wildcards.method},seed={wildcards.seed} > {log} 2>&1"

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ascl import checkpoint
-from ascl.engine import place_model, resolve_device
+from ascl.engine import place_model, setup_device
 from ascl.errors import FormatError
 from ascl.tensors import subset
 from ascl.tracking import Run, params_hash
@@ -54,7 +54,8 @@ def load_model(path: str | Path, device: torch.device, memory_format: str | None
 
 
 def device_of(settings: dict) -> torch.device:
-    return resolve_device(settings.get("device", "auto"))
+    """The settings' device, its backend switches applied (`engine.setup_device`)."""
+    return setup_device(settings)
 
 
 def cap(settings: dict, n: int | None = None) -> int | None:
