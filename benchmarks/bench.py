@@ -593,7 +593,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--skip-autoattack", action="store_true")
     p.add_argument("--aa-timeout", type=float, help="AutoAttack time limit in s (150; quick 90)")
-    p.add_argument("--gpu-batch", type=int, default=256)
+    p.add_argument("--gpu-batch", type=int, default=512)
     p.add_argument("--gpu-width", type=int, default=64)
     p.add_argument("--gpu-steps", type=int, default=10)
     p.add_argument("--gpu-warmup", type=int, default=3)
