@@ -25,6 +25,12 @@ BATCH = 8
 SIZE = 16  # config/smoke.yaml's data.image_size
 
 
+# The recipe of the toy `fit` runs below: one epoch of plain SGD.
+TOY_RECIPE = dict(
+    epochs=1, batch_size=4, lr=0.1, momentum=0.0, weight_decay=0.0, lr_milestones=[], lr_gamma=1.0
+)
+
+
 def _params(device: str) -> dict:
     return config.deep_merge(PARAMS, {"device": device})
 
@@ -171,13 +177,7 @@ def _fit(step, n_steps: int, **extra) -> dict[str, float]:
             step=lambda xb, yb, g: step(model, xb, yb),
             x_train=x,
             y_train=y,
-            epochs=1,
-            batch_size=4,
-            lr=0.1,
-            momentum=0.0,
-            weight_decay=0.0,
-            lr_milestones=[],
-            lr_gamma=1.0,
+            **TOY_RECIPE,
             generator=engine.make_generator(0, "cpu"),
             run=run,
             **extra,
@@ -243,13 +243,7 @@ def test_fit_refuses_a_generator_on_another_device():
             step=None,
             x_train=x,
             y_train=torch.zeros(8, dtype=torch.long, device="meta"),
-            epochs=1,
-            batch_size=4,
-            lr=0.1,
-            momentum=0.0,
-            weight_decay=0.0,
-            lr_milestones=[],
-            lr_gamma=1.0,
+            **TOY_RECIPE,
             generator=torch.Generator().manual_seed(0),
             ckpt_dir=None,
             run=None,
